@@ -1,0 +1,34 @@
+# The two set-up commands of the README. Both work on a fresh Debian machine as root.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || (apt-get update && apt-get install -y python3 python3-venv)
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update && apt-get install -y python3-venv)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Debian packages the tests drive as independent peers.
+.debian-test-deps:
+	@if ! command -v sipp >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester) \
+	  || echo "warning: could not install sip-tester (SIPp)"; fi
+
+run: $(STAMP)
+	$(VENV)/bin/minipbx run
+
+test: $(STAMP) .debian-test-deps
+	$(VENV)/bin/ruff check firmware webui tests bench
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

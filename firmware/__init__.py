@@ -1,0 +1,1 @@
+"""Mini-PBX appliance firmware."""
