@@ -1,0 +1,223 @@
+"""The telephony core process: wires config, mixer, line card, call control, records, API.
+
+Start-up and shutdown happen in stages with timeouts; everything slow (opening the serial
+port, SQLite, reading the config file) runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from firmware.calls.cdr import CdrStore
+from firmware.calls.control import CallManager
+from firmware.config.load import ConfigError, load_config
+from firmware.config.schema import Config
+from firmware.lines.audio import AudioPortMap, MemoryAudio, PortAudio, PyAudioAudio
+from firmware.lines.service import LineCardService
+from firmware.lines.simulator import SimulatedLineCard
+from firmware.media.mixer import Mixer
+from firmware.media.soundbank import SoundBank
+from firmware.media.tones import TonePlan, ToneSpec, get_tone_plan, parse_tone, render_cycle
+
+log = logging.getLogger(__name__)
+
+TEST_TONE = "test_tone"  # 1004 Hz, the classic line test frequency (ITU-T O.6 band)
+TEST_TONE_HZ = 1004.0
+
+# Settings a reload cannot change while calls may be using them.
+_RESTART_ONLY = ("line_card", "site", "storage", "tones")
+
+
+def default_data_dir(config: Config | None = None) -> Path:
+    """Where the database and control socket live: env, then config, then a system default."""
+    env = os.environ.get("MINIPBX_DATA_DIR")
+    if env:
+        return Path(env)
+    if config is not None and config.storage.data_dir:
+        return Path(config.storage.data_dir)
+    if os.geteuid() == 0:
+        return Path("/var/lib/minipbx")
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "minipbx"
+
+
+def build_sounds(plan: TonePlan, overrides: dict[str, str]) -> SoundBank:
+    sounds = SoundBank()
+    for name, spec in plan.tones.items():
+        chosen = parse_tone(overrides[name]) if name in overrides else spec
+        sounds.add(name, render_cycle(chosen), loop=chosen.repeat)
+    sounds.add(TEST_TONE, render_cycle(ToneSpec.continuous((TEST_TONE_HZ,), -10.0)), loop=True)
+    return sounds
+
+
+class Appliance:
+    def __init__(
+        self, config: Config, config_path: str | None = None, data_dir: Path | None = None
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.data_dir = data_dir or default_data_dir(config)
+        self.started_at = time.time()
+        self.plan = get_tone_plan(config.site.country)
+        self.mixer = Mixer(build_sounds(self.plan, dict(config.tones)))
+        self.simulator: SimulatedLineCard | None = None
+        self.cdr: CdrStore | None = None
+        self.calls: CallManager | None = None
+        self.line_card: LineCardService | None = None
+        self.api = None
+        self.reloads = 0
+        self.reload_failures = 0
+        self.last_reload_error = ""
+        self._stopping = asyncio.Event()
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / "control.sock"
+
+    async def start(self, with_api: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, lambda: self.data_dir.mkdir(parents=True, exist_ok=True))
+        self.cdr = CdrStore(self.data_dir / "cdr.sqlite3")
+        card = self.config.line_card
+        audio: PortAudio
+        if card.url == "sim":
+            audio = MemoryAudio(card.port_count)
+            self.simulator = SimulatedLineCard(card.fxs_ports, card.fxo_ports, audio, self.plan)
+            url = await self.simulator.start()
+        elif card.audio == "alsa":
+            audio = PyAudioAudio(
+                [AudioPortMap(a.port, a.device, a.channel) for a in card.audio_ports]
+            )
+            await loop.run_in_executor(None, audio.open)  # type: ignore[attr-defined]
+            url = card.url
+        else:
+            audio = MemoryAudio(card.port_count)
+            url = card.url
+        self.mixer.start()
+        self.calls = CallManager(self.config, self.mixer, self.cdr)
+        self.line_card = LineCardService(card, url, self.mixer, audio, self.plan)
+        self.calls.add_channels(self.line_card.all_channels)
+        await self.line_card.start()
+        if with_api:
+            from firmware.api import ControlServer
+
+            self.api = ControlServer(self)
+            await self.api.start(self.socket_path)
+        log.info(
+            "event=appliance_started site=%s data_dir=%s", self.config.site.name, self.data_dir
+        )
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        """Until the line card is up and its ports are in service."""
+        deadline = time.monotonic() + timeout
+        assert self.line_card is not None
+        while not all(channel.in_service for channel in self.line_card.all_channels):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the line card did not come up")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
+        if self.calls is not None:
+            await self.calls.shutdown()
+        if self.line_card is not None:
+            await self.line_card.stop()
+        if self.simulator is not None:
+            await self.simulator.stop()
+        await self.mixer.stop()
+        if self.cdr is not None:
+            await asyncio.to_thread(self.cdr.close)
+        log.info("event=appliance_stopped")
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        await self._stopping.wait()
+
+    # ----- reload --------------------------------------------------------------------------
+
+    async def reload(self) -> dict[str, Any]:
+        """Validate the file, then swap numbering and routing; a bad file changes nothing."""
+        if self.config_path is None:
+            return {
+                "ok": False,
+                "error": "running on the embedded default: there is no file to reload",
+            }
+        try:
+            new = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as error:
+            self.reload_failures += 1
+            self.last_reload_error = "; ".join(error.errors)
+            log.error("event=reload_refused errors=%r", error.errors)
+            return {
+                "ok": False,
+                "error": "config refused, the running config stays",
+                "errors": error.errors,
+            }
+        needs_restart = [
+            key for key in _RESTART_ONLY if getattr(new, key) != getattr(self.config, key)
+        ]
+        self.config = new
+        assert self.calls is not None
+        self.calls.apply_config(new)
+        self.reloads += 1
+        log.info("event=reload_done needs_restart=%s", ",".join(needs_restart) or "-")
+        return {"ok": True, "needs_restart": needs_restart}
+
+    # ----- status --------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        assert self.calls is not None and self.line_card is not None and self.cdr is not None
+        health = self.mixer.health()
+        ports = []
+        for port, channel in sorted(self.line_card.channels.items()):
+            ports.append(
+                {
+                    "port": port,
+                    "kind": channel.technology,
+                    "number": channel.number,
+                    "name": channel.display_name,
+                    "state": str(channel.state),
+                    "off_hook": self.calls.is_off_hook(channel),
+                }
+            )
+        driver = self.line_card.driver
+        return {
+            "site": self.config.site.name,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "config": self.config_path or "<embedded default>",
+            "line_card": {
+                "url": driver.url,
+                "link": str(driver.status),
+                "firmware": driver.inventory.firmware_version if driver.inventory else None,
+                "last_error": driver.last_error,
+                "counters": driver.counters,
+                "faults": self.line_card.faults[-5:],
+            },
+            "ports": ports,
+            "calls": self.calls.calls_summary(),
+            "lines_in_use": sum(
+                1
+                for p in ports
+                if p["kind"] == "fxo" and p["state"] not in ("idle", "out_of_service")
+            ),
+            "mixer": health.__dict__,
+            "call_counters": self.calls.counters.__dict__,
+            "cdr": self.cdr.counters,
+            "reloads": {
+                "done": self.reloads,
+                "refused": self.reload_failures,
+                "last_error": self.last_reload_error,
+            },
+        }

@@ -1,0 +1,921 @@
+"""Call control: who is connected to whom, and what every caller hears.
+
+One coroutine runs each call from the first event (a phone lifted, a line ringing) to its
+call record. Legs are channels; this module never asks which technology a leg is, only its
+role (an extension's phone, or a line to the outside world). Routing decisions come from
+the pure `DialPlan`; audio moves only through the mixer.
+
+The rules a caller must hear correctly:
+- off hook: dial tone; first digit stops it; no digit in time: congestion, then lock-out;
+- busy extension: busy tone; unknown number: special information tone; no free line:
+  congestion; forbidden number: special information tone (and a record, never a line);
+- no answer in time: the extension's forward-on-no-answer, else congestion;
+- the party left alone when the other hangs up hears busy tone until it hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from firmware.calls.cdr import CdrStore, Direction, Disposition, HangupSide
+from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, Role
+from firmware.calls.dialplan import DialPlan, RouteKind, RoutePlan
+from firmware.calls.digitmap import MatchState
+from firmware.calls.lifecycle import IllegalTransition, LegState
+from firmware.calls.session import CallSession, RecordDraft, utc_now
+from firmware.config.schema import Config
+from firmware.media.mixer import Mixer
+
+log = logging.getLogger("firmware.calls")
+
+_CALLER_ID_WAIT_S = 2.5
+_DIAL_DONE_WAIT_S = 60.0
+_FIXED_DIAL_DELAY_S = 1.0
+
+
+class CallEnded(Exception):
+    """Raised inside a call coroutine when the call is over; carries nothing, the draft does."""
+
+
+@dataclass
+class ManagerCounters:
+    calls_started: int = 0
+    calls_ended: int = 0
+    cdr_failures: int = 0
+    illegal_transitions: int = 0
+    permanent_signal: int = 0
+    events_ignored: int = 0
+
+
+class CallManager:
+    def __init__(self, config: Config, mixer: Mixer, cdr: CdrStore) -> None:
+        self.mixer = mixer
+        self.cdr = cdr
+        self.channels: list[Channel] = []
+        self.sessions: dict[int, CallSession] = {}
+        self._owner: dict[str, CallSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lockout_timers: dict[str, asyncio.TimerHandle] = {}
+        self._off_hook: set[str] = set()
+        self.counters = ManagerCounters()
+        self.on_call_event: Callable[[str, dict[str, object]], None] | None = None
+        self.apply_config(config)
+
+    # ----- configuration -----------------------------------------------------------------
+
+    def apply_config(self, config: Config) -> None:
+        """Swap numbering and routing; calls in progress keep the legs they have."""
+        self.config = config
+        self.dialplan = DialPlan(config)
+        self._extension_channels: dict[str, Channel] = {}
+        self._line_channels: dict[str, Channel] = {}
+        for channel in self.channels:
+            self._label(channel)
+
+    def _label(self, channel: Channel) -> None:
+        port = getattr(channel, "port", None)
+        channel.number, channel.display_name = "", ""
+        if channel.role == Role.EXTENSION:
+            extension = self.config.extension_on_port(port) if port is not None else None
+            if extension is not None:
+                channel.number, channel.display_name = extension.number, extension.name
+                self._extension_channels[extension.number] = channel
+        else:
+            line = self.config.line_on_port(port) if port is not None else None
+            if line is not None:
+                channel.number = channel.display_name = line.name
+                self._line_channels[line.name] = channel
+                configure = getattr(channel, "configure", None)
+                if configure is not None:
+                    configure(
+                        disconnect=line.disconnect,
+                        answer_supervision=line.answer_supervision,
+                        dial_mode=line.dial_mode,
+                    )
+
+    def add_channels(self, channels: list[Channel]) -> None:
+        for channel in channels:
+            channel.handler = self._on_event
+            self.channels.append(channel)
+            self._label(channel)
+
+    def extension_channel(self, number: str) -> Channel | None:
+        return self._extension_channels.get(number)
+
+    def line_channel(self, name: str) -> Channel | None:
+        return self._line_channels.get(name)
+
+    # ----- event dispatch ----------------------------------------------------------------
+
+    def _on_event(self, channel: Channel, event: ChannelEvent) -> None:
+        if event.kind == EventKind.OFF_HOOK:
+            self._off_hook.add(channel.name)
+        elif event.kind == EventKind.ON_HOOK:
+            self._off_hook.discard(channel.name)
+        session = self._owner.get(channel.name)
+        if session is not None:
+            session.queue.put_nowait((channel, event))
+            return
+        try:
+            self._idle_event(channel, event)
+        except IllegalTransition:
+            self.counters.illegal_transitions += 1
+            log.exception("event=illegal_transition leg=%s event=%s", channel.name, event.kind)
+
+    def _idle_event(self, channel: Channel, event: ChannelEvent) -> None:
+        kind = event.kind
+        if kind == EventKind.OUT_OF_SERVICE:
+            self._cancel_lockout(channel)
+            channel.set_state(LegState.OUT_OF_SERVICE)
+            log.warning("event=leg_out_of_service leg=%s reason=%r", channel.name, event.value)
+        elif kind == EventKind.IN_SERVICE:
+            if channel.state == LegState.OUT_OF_SERVICE:
+                channel.set_state(LegState.IDLE)
+                log.info("event=leg_in_service leg=%s", channel.name)
+                if self.is_off_hook(channel):
+                    self._start(self._originate(channel), channel)
+        elif channel.state == LegState.OUT_OF_SERVICE:
+            self.counters.events_ignored += 1
+        elif kind == EventKind.ON_HOOK and channel.state == LegState.CLEARING:
+            self._cancel_lockout(channel)
+            channel.stop_sound()
+            channel.set_state(LegState.IDLE)
+        elif (
+            kind == EventKind.OFF_HOOK
+            and channel.role == Role.EXTENSION
+            and channel.state == LegState.IDLE
+        ):
+            if channel.number:
+                self._start(self._originate(channel), channel)
+            else:
+                self._to_clearing(channel, "congestion")  # a port with no extension configured
+        elif (
+            kind == EventKind.RING_START
+            and channel.role == Role.LINE
+            and channel.state == LegState.IDLE
+        ):
+            if channel.number:
+                self._start(self._incoming(channel), channel)
+        else:
+            self.counters.events_ignored += 1
+            log.debug(
+                "event=event_ignored leg=%s state=%s kind=%s", channel.name, channel.state, kind
+            )
+
+    def is_off_hook(self, channel: Channel) -> bool:
+        return channel.name in self._off_hook
+
+    def _start(self, coroutine: object, first_leg: Channel) -> None:
+        session = CallSession(None)
+        self._claim(session, first_leg)
+        self.sessions[session.id] = session
+        self.counters.calls_started += 1
+        task = asyncio.get_running_loop().create_task(
+            self._run(session, coroutine), name=f"call-{session.id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, session: CallSession, coroutine_factory: object) -> None:
+        try:
+            await coroutine_factory(session)  # type: ignore[operator]
+        except CallEnded:
+            pass
+        except IllegalTransition:
+            self.counters.illegal_transitions += 1
+            log.exception("event=illegal_transition call=%d", session.id)
+        except asyncio.CancelledError:
+            for draft in session.drafts:
+                draft.ended(Disposition.FAILED, HangupSide.SYSTEM, "shutdown")
+            await self._finish(session)
+            raise
+        except Exception:
+            log.exception("event=call_failed call=%d", session.id)
+            for draft in session.drafts:
+                draft.ended(Disposition.FAILED, HangupSide.SYSTEM, "internal_error")
+        await self._finish(session)
+
+    def _claim(self, session: CallSession, channel: Channel) -> None:
+        self._cancel_lockout(channel)
+        self._owner[channel.name] = session
+        if channel not in session.legs:
+            session.legs.append(channel)
+
+    def _let_go(self, session: CallSession, channel: Channel) -> None:
+        if self._owner.get(channel.name) is session:
+            del self._owner[channel.name]
+        if channel in session.legs:
+            session.legs.remove(channel)
+
+    # ----- ending ------------------------------------------------------------------------
+
+    async def _finish(self, session: CallSession) -> None:
+        """Write the records first, then give every leg back according to its hook state."""
+        if session.id not in self.sessions:
+            return
+        for draft in session.drafts:
+            record = draft.build(self.config.site.name)
+            try:
+                await self.cdr.async_write(record)
+            except Exception:
+                self.counters.cdr_failures += 1
+                log.exception("event=cdr_write_failed call_id=%s", record.call_id)
+            self._log_call(
+                "call_end",
+                record.__dict__
+                | {
+                    "duration_s": round(record.duration_s, 3),
+                    "billable_s": round(record.billable_s, 3),
+                },
+            )
+        session.drafts.clear()
+        for leg in list(session.legs):
+            await self._give_back(session, leg, "busy")
+        del self.sessions[session.id]
+        self.counters.calls_ended += 1
+
+    async def _give_back(self, session: CallSession, leg: Channel, tone: str) -> None:
+        """Return a leg to the idle pool; a phone still off hook hears `tone` until hung up."""
+        self._let_go(session, leg)
+        if leg.slot is not None:
+            self.mixer.disconnect(leg.slot)
+        if leg.state == LegState.OUT_OF_SERVICE:
+            return
+        if leg.state == LegState.ALERTING and leg.role == Role.EXTENSION:
+            await leg.stop_alert()
+        if leg.role == Role.LINE:
+            await leg.release()
+            leg.stop_sound()
+            leg.set_state(LegState.IDLE)
+        elif self.is_off_hook(leg):
+            self._to_clearing(leg, tone)
+        else:
+            leg.stop_sound()
+            leg.set_state(LegState.IDLE)
+        if not leg.in_service:
+            return
+        # Events that arrived after the call stopped reading them (a quick re-lift).
+        while not session.queue.empty():
+            channel, event = session.queue.get_nowait()
+            if channel is leg and event.kind in (EventKind.ON_HOOK, EventKind.OFF_HOOK):
+                self._idle_event(channel, event)
+
+    def _to_clearing(self, leg: Channel, tone: str) -> None:
+        if leg.state != LegState.CLEARING:
+            leg.set_state(LegState.CLEARING)
+        leg.play(tone)
+        self._cancel_lockout(leg)
+        lockout = self.config.timers.lockout_tone_s
+        self._lockout_timers[leg.name] = asyncio.get_running_loop().call_later(
+            lockout, leg.stop_sound
+        )
+
+    def _cancel_lockout(self, leg: Channel) -> None:
+        timer = self._lockout_timers.pop(leg.name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _log_call(self, event: str, fields: dict[str, object]) -> None:
+        parts = " ".join(
+            f"{key}={value!s}" if " " not in str(value) else f"{key}={value!r}"
+            for key, value in fields.items()
+        )
+        log.info("event=%s %s", event, parts)
+        if self.on_call_event is not None:
+            self.on_call_event(event, fields)
+
+    async def _reject(
+        self, session: CallSession, leg: Channel, tone: str, disposition: Disposition, cause: str
+    ) -> None:
+        """The caller hears `tone` until it hangs up; the record says why."""
+        draft = session.draft
+        if draft is not None:
+            draft.ended(disposition, HangupSide.SYSTEM, cause)
+        self._let_go(session, leg)
+        if leg.in_service and self.is_off_hook(leg):
+            self._to_clearing(leg, tone)
+        elif leg.in_service:
+            leg.set_state(LegState.IDLE)
+        raise CallEnded
+
+    # ----- waiting for events ------------------------------------------------------------
+
+    async def _wait(
+        self, session: CallSession, timeout: float | None
+    ) -> tuple[Channel, ChannelEvent] | None:
+        """Next event; a leg that lost service ends the call for everyone."""
+        item = await session.next_event(timeout)
+        if item is not None:
+            channel, event = item
+            if event.kind == EventKind.OUT_OF_SERVICE:
+                channel.set_state(LegState.OUT_OF_SERVICE)
+                self._let_go(session, channel)
+                log.warning("event=leg_lost_in_call leg=%s reason=%r", channel.name, event.value)
+                for draft in session.drafts:
+                    draft.ended(Disposition.FAILED, HangupSide.SYSTEM, "out_of_service")
+                raise CallEnded
+        return item
+
+    # ----- originating: a phone is lifted -------------------------------------------------
+
+    def _originate(self, caller: Channel):
+        async def run(session: CallSession) -> None:
+            caller.set_state(LegState.DIALLING)
+            caller.play("dial")
+            digits = await self._collect(session, caller)
+            extension = self.config.extension(caller.number)
+            session.drafts.append(
+                RecordDraft(
+                    Direction.INTERNAL,
+                    caller_number=caller.number,
+                    caller_name=caller.display_name,
+                    dialled=digits,
+                    start=collect_started,
+                )
+            )
+            plan = self.dialplan.route(extension, digits)
+            self._log_call(
+                "call_route",
+                {
+                    "call": session.id,
+                    "from": caller.number,
+                    "dialled": digits,
+                    "route": plan.kind,
+                    "reason": plan.reason,
+                },
+            )
+            await self._execute(session, caller, plan)
+
+        collect_started = utc_now()
+        return run
+
+    async def _collect(self, session: CallSession, caller: Channel) -> str:
+        """Digits until the dial plan says complete, or a timeout/'#' ends an open number."""
+        timers = self.config.timers
+        digits = ""
+        timeout = timers.first_digit_s
+        while True:
+            item = await self._wait(session, timeout)
+            if item is None:
+                if not digits:
+                    self.counters.permanent_signal += 1
+                    log.info("event=permanent_signal leg=%s", caller.name)
+                    await self._reject(
+                        session, caller, "congestion", Disposition.ABANDONED, "permanent_signal"
+                    )
+                return digits
+            channel, event = item
+            if channel is not caller:
+                continue
+            if event.kind == EventKind.ON_HOOK:
+                if digits:
+                    start = utc_now()
+                    session.drafts.append(
+                        RecordDraft(
+                            Direction.INTERNAL,
+                            caller_number=caller.number,
+                            caller_name=caller.display_name,
+                            dialled=digits,
+                            start=start,
+                        )
+                    )
+                    session.draft.ended(
+                        Disposition.ABANDONED, HangupSide.CALLER, "hung_up_dialling"
+                    )
+                raise CallEnded
+            if event.kind != EventKind.DIGIT:
+                continue
+            if not digits:
+                caller.stop_sound()
+            if (
+                event.value == "#"
+                and digits
+                and self.dialplan.match(digits).state == MatchState.AMBIGUOUS
+            ):
+                return digits
+            digits += event.value
+            state = self.dialplan.match(digits).state
+            if state in (MatchState.COMPLETE, MatchState.NO_MATCH):
+                return digits
+            timeout = timers.inter_digit_s
+
+    async def _execute(self, session: CallSession, caller: Channel, plan: RoutePlan) -> None:
+        draft = session.draft
+        assert draft is not None
+        draft.destination_kind = plan.destination_kind or None
+        if plan.kind == RouteKind.INTERNAL:
+            assert plan.extension is not None
+            await self._call_extension(session, caller, plan.extension)
+        elif plan.kind in (RouteKind.OUTSIDE, RouteKind.EMERGENCY):
+            draft.direction = Direction.OUTGOING
+            await self._call_out(session, caller, plan)
+        elif plan.kind == RouteKind.REJECTED:
+            log.warning(
+                "event=call_rejected from=%s dialled=%s reason=%s",
+                caller.number,
+                plan.dialled,
+                plan.reason,
+            )
+            await self._reject(
+                session, caller, "special_information", Disposition.REJECTED, plan.reason
+            )
+        elif plan.kind == RouteKind.INVALID:
+            await self._reject(
+                session, caller, "special_information", Disposition.INVALID, plan.reason
+            )
+        elif plan.kind == RouteKind.SIBLING:
+            await self._reject(
+                session,
+                caller,
+                "congestion",
+                Disposition.FAILED,
+                f"sibling_unreachable:{plan.site}",
+            )
+        else:
+            await self._reject(
+                session,
+                caller,
+                "special_information",
+                Disposition.INVALID,
+                f"feature_not_available:{plan.feature}",
+            )
+
+    # ----- internal calls ----------------------------------------------------------------
+
+    async def _call_extension(self, session: CallSession, caller: Channel, number: str) -> None:
+        draft = session.draft
+        assert draft is not None
+        tried: set[str] = set()
+        while True:
+            draft.called_extension = draft.called_extension or number
+            tried.add(number)
+            callee = self.extension_channel(number)
+            if callee is None or not callee.in_service:
+                await self._reject(
+                    session, caller, "congestion", Disposition.FAILED, "extension_out_of_service"
+                )
+            assert callee is not None
+            if callee is caller or callee.state != LegState.IDLE or self.is_off_hook(callee):
+                await self._reject(session, caller, "busy", Disposition.BUSY, "busy")
+            outcome = await self._ring(
+                session,
+                caller,
+                [callee],
+                CallerId(caller.number, caller.display_name),
+                self.config.timers.ring_timeout_s,
+            )
+            if outcome is not None:
+                draft.answered(outcome.number)
+                await self._connected(session, caller, outcome)
+                return
+            forward = self.config.extension(number)
+            target = forward.forward_no_answer if forward else None
+            if target is None or target in tried:
+                await self._reject(
+                    session, caller, "congestion", Disposition.NO_ANSWER, "no_answer"
+                )
+            log.info("event=forward_no_answer call=%d from=%s to=%s", session.id, number, target)
+            number = target
+
+    async def _ring(
+        self,
+        session: CallSession,
+        caller: Channel,
+        callees: list[Channel],
+        shown: CallerId,
+        timeout: float | None,
+    ) -> Channel | None:
+        """Ring callees together; the first to lift answers. None: nobody answered in time.
+
+        The caller hanging up (or, for a line, the city caller giving up) ends the call.
+        """
+        for callee in callees:
+            self._claim(session, callee)
+            callee.set_state(LegState.ALERTING)
+            await callee.alert(shown)
+        if caller.role == Role.EXTENSION:
+            caller.set_state(LegState.CALLING)
+            caller.play("ringback")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        ring_gone = self.config.timers.fxo_ring_gone_s
+        last_ring = loop.time()
+        answered: Channel | None = None
+        try:
+            while answered is None:
+                now = loop.time()
+                wait = ring_gone if caller.role == Role.LINE else None
+                if caller.role == Role.LINE:
+                    wait = max(last_ring + ring_gone - now, 0.01)
+                if deadline is not None:
+                    wait = (
+                        min(wait, max(deadline - now, 0))
+                        if wait is not None
+                        else max(deadline - now, 0)
+                    )
+                item = await self._wait(session, wait)
+                now = loop.time()
+                if item is None:
+                    if caller.role == Role.LINE and now - last_ring >= ring_gone:
+                        session.draft.ended(
+                            Disposition.ABANDONED, HangupSide.CALLER, "caller_gave_up"
+                        )
+                        raise CallEnded
+                    if deadline is not None and now >= deadline:
+                        return None
+                    continue
+                channel, event = item
+                if channel is caller:
+                    if event.kind == EventKind.ON_HOOK:
+                        session.draft.ended(
+                            Disposition.ABANDONED, HangupSide.CALLER, "caller_hung_up_ringing"
+                        )
+                        raise CallEnded
+                    if event.kind in (EventKind.RING_START, EventKind.RING_STOP):
+                        last_ring = now
+                elif channel in callees and event.kind == EventKind.OFF_HOOK:
+                    answered = channel
+        finally:
+            for callee in callees:
+                if (
+                    callee is not answered
+                    and session.owns(callee)
+                    and callee.state == LegState.ALERTING
+                ):
+                    await callee.stop_alert()
+                    self._let_go(session, callee)
+                    callee.set_state(LegState.IDLE)
+                    if self.is_off_hook(callee):  # lifted just as the call went elsewhere
+                        self._to_clearing(callee, "busy")
+        caller.stop_sound()
+        return answered
+
+    # ----- two parties talking -----------------------------------------------------------
+
+    async def _connected(self, session: CallSession, a: Channel, b: Channel) -> None:
+        """Speech both ways until one side clears; hook flash puts the other on hold."""
+        for leg in (a, b):
+            leg.stop_sound()
+            leg.set_state(LegState.CONNECTED)
+        assert a.slot is not None and b.slot is not None
+        self.mixer.connect(a.slot, b.slot)
+        self._log_call("call_answer", {"call": session.id, "a": a.name, "b": b.name})
+        draft = session.draft
+        assert draft is not None
+        while True:
+            item = await self._wait(session, None)
+            assert item is not None
+            channel, event = item
+            if channel not in (a, b):
+                continue
+            if event.kind == EventKind.ANSWERED:
+                draft.answer = utc_now()  # the far end answered behind a line: billing starts now
+                continue
+            other = b if channel is a else a
+            side = HangupSide.CALLER if channel is a else HangupSide.CALLEE
+            if event.kind in (EventKind.ON_HOOK, EventKind.FAR_END_CLEARED):
+                draft.ended(Disposition.ANSWERED, side, event.value or "normal_clearing")
+                raise CallEnded
+            if event.kind == EventKind.FLASH and channel.role == Role.EXTENSION:
+                back = await self._consult(session, channel, other)
+                if not back:
+                    raise CallEnded
+                self.mixer.connect(a.slot, b.slot)
+
+    async def _consult(self, session: CallSession, holder: Channel, held: Channel) -> bool:
+        """Consultation hold: `held` hears the hold tone, `holder` gets dial tone.
+
+        Flash again (or the consulted party hanging up) returns to `held`; the holder
+        hanging up rings the holder back with the held party (recall). False: call over.
+        """
+        assert holder.slot is not None and held.slot is not None
+        self.mixer.disconnect(holder.slot)
+        held.set_state(LegState.HELD)
+        held.play("hold")
+        holder.set_state(LegState.DIALLING)
+        holder.play("dial")
+        self._log_call("call_hold", {"call": session.id, "holder": holder.name, "held": held.name})
+        consulted: Channel | None = None
+        digits = ""
+        timeout: float | None = self.config.timers.first_digit_s
+        try:
+            while True:
+                item = await self._wait(session, timeout)
+                if item is None:
+                    if digits and self.dialplan.match(digits).state in (
+                        MatchState.AMBIGUOUS,
+                        MatchState.COMPLETE,
+                    ):
+                        consulted = await self._consult_call(session, holder, held, digits)
+                        digits, timeout = "", None
+                        continue
+                    holder.play("congestion" if not digits else "special_information")
+                    timeout = None
+                    continue
+                channel, event = item
+                if channel is held and event.kind in (EventKind.ON_HOOK, EventKind.FAR_END_CLEARED):
+                    session.draft.ended(
+                        Disposition.ANSWERED, HangupSide.CALLEE, "held_party_cleared"
+                    )
+                    return False
+                if channel is consulted and event.kind == EventKind.ON_HOOK:
+                    consulted = await self._drop_consulted(session, consulted)
+                    break
+                if channel is not holder:
+                    continue
+                if event.kind == EventKind.FLASH:
+                    break
+                if event.kind == EventKind.ON_HOOK:
+                    if consulted is not None:
+                        consulted = await self._drop_consulted(session, consulted)
+                    return await self._recall(session, holder, held)
+                if (
+                    event.kind == EventKind.DIGIT
+                    and consulted is None
+                    and holder.state == LegState.DIALLING
+                ):
+                    holder.stop_sound()
+                    digits += event.value
+                    state = self.dialplan.match(digits).state
+                    if state == MatchState.COMPLETE:
+                        consulted = await self._consult_call(session, holder, held, digits)
+                        digits, timeout = "", None
+                    elif state == MatchState.NO_MATCH:
+                        holder.play("special_information")
+                        timeout = None
+                    else:
+                        timeout = self.config.timers.inter_digit_s
+        finally:
+            if consulted is not None:
+                await self._drop_consulted(session, consulted)
+        held.stop_sound()
+        holder.stop_sound()
+        holder.set_state(LegState.CONNECTED)
+        held.set_state(LegState.CONNECTED)
+        self._log_call(
+            "call_retrieve", {"call": session.id, "holder": holder.name, "held": held.name}
+        )
+        return True
+
+    async def _consult_call(
+        self, session: CallSession, holder: Channel, held: Channel, digits: str
+    ) -> Channel | None:
+        """Ring an extension for consultation; internal numbers only until transfer exists."""
+        plan = self.dialplan.route(self.config.extension(holder.number), digits)
+        callee = (
+            self.extension_channel(plan.extension)
+            if plan.kind == RouteKind.INTERNAL and plan.extension
+            else None
+        )
+        if (
+            callee is None
+            or callee in (holder, held)
+            or callee.state != LegState.IDLE
+            or not callee.in_service
+        ):
+            holder.play("busy" if callee is not None else "special_information")
+            holder.set_state(LegState.CALLING)
+            return None
+        draft = RecordDraft(
+            Direction.INTERNAL,
+            caller_number=holder.number,
+            caller_name=holder.display_name,
+            dialled=digits,
+            called_extension=callee.number,
+            destination_kind="internal",
+            cause="consultation",
+        )
+        session.drafts.append(draft)
+        self._claim(session, callee)
+        callee.set_state(LegState.ALERTING)
+        await callee.alert(CallerId(holder.number, holder.display_name))
+        holder.set_state(LegState.CALLING)
+        holder.play("ringback")
+        while True:
+            item = await self._wait(session, self.config.timers.ring_timeout_s)
+            if item is None:
+                draft.ended(Disposition.NO_ANSWER, HangupSide.SYSTEM, "no_answer")
+                await self._drop_consulted(session, callee)
+                holder.play("congestion")
+                return None
+            channel, event = item
+            if channel is callee and event.kind == EventKind.OFF_HOOK:
+                draft.answered(callee.number)
+                holder.stop_sound()
+                callee.set_state(LegState.CONNECTED)
+                holder.set_state(LegState.CONNECTED)
+                assert holder.slot is not None and callee.slot is not None
+                self.mixer.connect(holder.slot, callee.slot)
+                return callee
+            # Anything else (flash, hang-up, held party leaving) is the outer loop's business.
+            session.queue.put_nowait(item)
+            await asyncio.sleep(0)
+            if channel is holder or channel is held:
+                draft.ended(Disposition.ABANDONED, HangupSide.CALLER, "consultation_abandoned")
+                return callee
+
+    async def _drop_consulted(self, session: CallSession, consulted: Channel) -> None:
+        for draft in session.drafts[1:]:
+            if draft.called_extension == consulted.number:
+                draft.ended(
+                    Disposition.ANSWERED if draft.answer else Disposition.ABANDONED,
+                    HangupSide.CALLER,
+                    "consultation_ended",
+                )
+        await self._give_back(session, consulted, "busy")
+        return None
+
+    async def _recall(self, session: CallSession, holder: Channel, held: Channel) -> bool:
+        """The holder hung up with someone on hold: ring the holder back."""
+        holder.stop_sound()
+        holder.set_state(LegState.IDLE)
+        self._claim(session, holder)
+        self._log_call(
+            "call_recall", {"call": session.id, "holder": holder.name, "held": held.name}
+        )
+        answered = await self._ring(
+            session,
+            held,
+            [holder],
+            CallerId(held.number, held.display_name),
+            self.config.timers.ring_timeout_s,
+        )
+        if answered is None:
+            session.draft.ended(Disposition.ANSWERED, HangupSide.SYSTEM, "recall_not_answered")
+            return False
+        held.stop_sound()
+        held.set_state(LegState.CONNECTED)
+        holder.set_state(LegState.CONNECTED)
+        return True
+
+    # ----- outside lines -----------------------------------------------------------------
+
+    def _free_line(self, groups: tuple[str, ...]) -> tuple[Channel, str] | None:
+        for group in groups:
+            for line in self.config.lines:
+                if line.group != group:
+                    continue
+                channel = self.line_channel(line.name)
+                if (
+                    channel is not None
+                    and channel.state == LegState.IDLE
+                    and channel.name not in self._owner
+                ):
+                    return channel, group
+        return None
+
+    async def _call_out(self, session: CallSession, caller: Channel, plan: RoutePlan) -> None:
+        draft = session.draft
+        assert draft is not None
+        found = self._free_line(plan.line_groups)
+        if found is None:
+            await self._reject(
+                session, caller, "congestion", Disposition.CONGESTION, "no_free_line"
+            )
+        assert found is not None
+        line, group = found
+        draft.line, draft.line_group = line.number, group
+        self._claim(session, line)
+        line_config = next(lc for lc in self.config.lines if lc.name == line.number)
+        line.set_state(LegState.DIALLING)
+        caller.set_state(LegState.CALLING)
+        await line.seize()
+        if line_config.wait_for_dial_tone:
+            listen = getattr(line, "listen_for_dial_tone", None)
+            if listen is not None:
+                listen()
+            if not await self._await_line_event(
+                session, caller, line, EventKind.DIAL_TONE, self.config.timers.fxo_dial_tone_wait_s
+            ):
+                log.warning("event=no_dial_tone line=%s", line.name)
+                await self._reject(
+                    session, caller, "congestion", Disposition.FAILED, "no_dial_tone"
+                )
+        else:
+            await self._await_line_event(
+                session, caller, line, EventKind.DIAL_TONE, _FIXED_DIAL_DELAY_S
+            )
+        await line.dial(plan.number)
+        if not await self._await_line_event(
+            session, caller, line, EventKind.DIAL_DONE, _DIAL_DONE_WAIT_S
+        ):
+            await self._reject(session, caller, "congestion", Disposition.FAILED, "dialling_failed")
+        if getattr(line, "answer_supervision", "none") == "polarity":
+            line.awaiting_answer = True  # type: ignore[attr-defined]
+        else:
+            draft.answered()
+        draft.disposition = None if draft.answer is None else Disposition.ANSWERED
+        await self._connected(session, caller, line)
+
+    async def _await_line_event(
+        self,
+        session: CallSession,
+        caller: Channel,
+        line: Channel,
+        wanted: EventKind,
+        timeout: float,
+    ) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            item = await self._wait(session, max(deadline - loop.time(), 0))
+            if item is None:
+                return False
+            channel, event = item
+            if channel is caller and event.kind == EventKind.ON_HOOK:
+                session.draft.ended(
+                    Disposition.ABANDONED, HangupSide.CALLER, "hung_up_during_seizure"
+                )
+                raise CallEnded
+            if channel is line and event.kind == wanted:
+                return True
+            if channel is line and event.kind == EventKind.FAR_END_CLEARED:
+                await self._reject(
+                    session, caller, "congestion", Disposition.FAILED, f"line_dropped:{event.value}"
+                )
+
+    # ----- incoming on a line ------------------------------------------------------------
+
+    def _incoming(self, line: Channel):
+        async def run(session: CallSession) -> None:
+            line.set_state(LegState.ALERTING)
+            line_config = next(lc for lc in self.config.lines if lc.name == line.number)
+            draft = RecordDraft(Direction.INCOMING, line=line.number, line_group=line_config.group)
+            session.drafts.append(draft)
+            caller = await self._await_caller_id(session, line)
+            draft.caller_number, draft.caller_name = caller.number, caller.name
+            targets = [self.extension_channel(number) for number in line_config.incoming]
+            free = [
+                t
+                for t in targets
+                if t is not None
+                and t.state == LegState.IDLE
+                and t.in_service
+                and not self.is_off_hook(t)
+            ]
+            draft.called_extension = line_config.incoming[0] if line_config.incoming else None
+            self._log_call(
+                "call_incoming",
+                {
+                    "call": session.id,
+                    "line": line.number,
+                    "caller": caller.number,
+                    "ringing": ",".join(t.number for t in free),
+                },
+            )
+            if not free:
+                await self._wait_until_caller_leaves(session, line)
+                draft.ended(Disposition.BUSY, HangupSide.CALLER, "all_busy")
+                raise CallEnded
+            answered = await self._ring(session, line, free, caller, None)
+            assert answered is not None
+            await line.seize()
+            draft.answered(answered.number)
+            await self._connected(session, line, answered)
+
+        return run
+
+    async def _await_caller_id(self, session: CallSession, line: Channel) -> CallerId:
+        """Caller ID comes between the first and second ring (ETSI): wait for it briefly."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _CALLER_ID_WAIT_S
+        rings = 1
+        while True:
+            item = await self._wait(session, max(deadline - loop.time(), 0))
+            if item is None:
+                return CallerId("", "")
+            channel, event = item
+            if channel is not line:
+                continue
+            if event.kind == EventKind.CALLER_ID and event.caller is not None:
+                return event.caller
+            if event.kind == EventKind.RING_START:
+                rings += 1
+                if rings >= 2:
+                    return CallerId("", "")
+
+    async def _wait_until_caller_leaves(self, session: CallSession, line: Channel) -> None:
+        gone = self.config.timers.fxo_ring_gone_s
+        while await self._wait(session, gone) is not None:
+            pass
+
+    # ----- status ------------------------------------------------------------------------
+
+    def calls_summary(self) -> list[dict[str, object]]:
+        return [session.summary() for session in self.sessions.values()]
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        for timer in self._lockout_timers.values():
+            timer.cancel()
+        self._lockout_timers.clear()
+
+    @property
+    def task_count(self) -> int:
+        return len(self._tasks)

@@ -1,0 +1,182 @@
+"""Reading, validating and cross-checking the TOML configuration.
+
+Validation collects every error with its key path (and the line for syntax errors) so an
+installer fixes a file in one pass. A config that fails here is never put into service.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import ValidationError
+
+from firmware.config.schema import Config
+
+
+class ConfigError(Exception):
+    """A configuration that must not be used; `errors` lists every problem found."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: {len(errors)} error(s)\n" + "\n".join(errors))
+
+
+def default_config_text() -> str:
+    return resources.files("firmware.config").joinpath("default.toml").read_text("utf-8")
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load the file at `path`, or the embedded default when `path` is None."""
+    if path is None:
+        return parse_config(default_config_text(), "<embedded default>")
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except OSError as error:
+        raise ConfigError(str(path), [f"cannot read the file: {error.strerror}"]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(str(path), [f"not UTF-8 text: {error.reason}"]) from None
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str = "<text>") -> Config:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(source, [f"TOML syntax: {error}"]) from None
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(source, [_format_pydantic(e) for e in error.errors()]) from None
+    problems = list(cross_check(config))
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _format_pydantic(error: Any) -> str:
+    path = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.startswith(("function-after", "function-before")) or part in (
+            "str",
+            "none",
+            "int",
+        ):
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (misspelt, or not valid in this section)"
+    return f"{path or '<top>'}: {message}"
+
+
+def cross_check(config: Config) -> Iterator[str]:
+    """References between sections, which no single field can check."""
+    from firmware.media.tones import TONE_PLANS, parse_tone
+
+    card = config.line_card
+    fxs = card.fxs_range
+    fxo = card.fxo_range
+
+    def describe_ports(ports: range, kind: str) -> str:
+        return (
+            f"the card has {kind} ports {ports.start}-{ports.stop - 1}"
+            if ports
+            else (f"the card has no {kind} ports")
+        )
+
+    if config.site.country not in TONE_PLANS:
+        yield (
+            f"site.country: {config.site.country!r} has no tone plan; "
+            f"use one of {', '.join(sorted(TONE_PLANS))}"
+        )
+    try:
+        ZoneInfo(config.site.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        yield f"site.timezone: {config.site.timezone!r} is not a known zone (e.g. 'Europe/Lisbon')"
+    for name, text in config.tones.items():
+        try:
+            parse_tone(text)
+        except ValueError as error:
+            yield f"tones.{name}: {error}"
+
+    numbers: dict[str, str] = {}
+    ports: dict[int, str] = {}
+    for index, extension in enumerate(config.extensions):
+        where = f"extensions[{index}]"
+        if extension.number in numbers:
+            yield f"{where}.number: {extension.number} is already used by {numbers[extension.number]}"
+        numbers.setdefault(extension.number, where)
+        if extension.port not in fxs:
+            yield f"{where}.port: port {extension.port} is not an FXS port: {describe_ports(fxs, 'FXS')}"
+        elif extension.port in ports:
+            yield f"{where}.port: port {extension.port} is already used by {ports[extension.port]}"
+        ports.setdefault(extension.port, where)
+        if extension.class_of_service not in config.classes_of_service:
+            yield (
+                f"{where}.class_of_service: {extension.class_of_service!r} is not defined "
+                f"in [classes_of_service]"
+            )
+
+    for index, extension in enumerate(config.extensions):
+        target = extension.forward_no_answer
+        if target is not None and target not in numbers:
+            yield f"extensions[{index}].forward_no_answer: no extension {target}"
+
+    groups = {group.name for group in config.line_groups}
+    for index, line in enumerate(config.lines):
+        where = f"lines[{index}]"
+        if line.port not in fxo:
+            yield f"{where}.port: port {line.port} is not an FXO port: {describe_ports(fxo, 'FXO')}"
+        elif line.port in ports:
+            yield f"{where}.port: port {line.port} is already used by {ports[line.port]}"
+        ports.setdefault(line.port, where)
+        if line.group not in groups:
+            yield f"{where}.group: no line group named {line.group!r} in [[line_groups]]"
+        for target in line.incoming:
+            if target not in numbers:
+                yield f"{where}.incoming: no extension {target}"
+    line_names = [line.name for line in config.lines]
+    for name in {n for n in line_names if line_names.count(n) > 1}:
+        yield f"lines: the name {name!r} is used more than once"
+
+    for cos_name, cos in config.classes_of_service.items():
+        for group in cos.line_groups:
+            if group not in groups:
+                yield f"classes_of_service.{cos_name}.line_groups: no line group named {group!r}"
+
+    if config.numbering.operator and config.numbering.operator not in numbers:
+        yield f"numbering.operator: no extension {config.numbering.operator}"
+
+    yield from _numbering_conflicts(config)
+
+
+def _numbering_conflicts(config: Config) -> Iterator[str]:
+    """Every dialled code must be distinguishable from the others as soon as it is complete."""
+    codes: list[tuple[str, str]] = [(e.number, f"extension {e.number}") for e in config.extensions]
+    codes += [(g.access_code, f"line group {g.name!r} access code") for g in config.line_groups]
+    codes += [(n, f"emergency number {n}") for n in config.numbering.emergency]
+    codes += [(c, f"feature code {name!r}") for name, c in config.feature_codes.items()]
+    if config.numbering.operator_code:
+        codes.append((config.numbering.operator_code, "operator code"))
+    for first_index, (first, first_what) in enumerate(codes):
+        for second, second_what in codes[first_index + 1 :]:
+            if first == second:
+                yield f"numbering: {first_what} and {second_what} are both {first!r}"
+            elif second.startswith(first) or first.startswith(second):
+                short, long_ = sorted(
+                    ((first, first_what), (second, second_what)), key=lambda c: len(c[0])
+                )
+                yield (
+                    f"numbering: {long_[1]} ({long_[0]}) can never be dialled: "
+                    f"{short[1]} ({short[0]}) is a prefix of it"
+                )

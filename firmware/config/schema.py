@@ -1,0 +1,233 @@
+"""Typed configuration of the appliance.
+
+The TOML file is validated into these frozen objects once; modules receive the objects
+they need and never look at raw dictionaries. Field validators are small and named so
+that every error teaches the installer how to fix it (Home Assistant style).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from firmware.calls.digitmap import DigitMapError, validate_pattern
+
+DESTINATION_KINDS = (
+    "internal",
+    "local",
+    "national",
+    "mobile",
+    "free",
+    "premium",
+    "international",
+    "emergency",
+)
+
+
+def _extension_number(value: str) -> str:
+    if not re.fullmatch(r"[0-9]{2,4}", value):
+        raise ValueError(f"extension number {value!r} must be 2 to 4 digits, e.g. '201'")
+    return value
+
+
+def _dial_code(value: str) -> str:
+    if not re.fullmatch(r"[0-9*#]{1,6}", value):
+        raise ValueError(f"code {value!r} must be 1 to 6 of the keys 0-9 * #")
+    return value
+
+
+def _feature_code(value: str) -> str:
+    if not re.fullmatch(r"[*#][0-9*#]{1,5}", value):
+        raise ValueError(f"feature code {value!r} must start with * or # (e.g. '*72')")
+    return value
+
+
+def _digit_pattern(value: str) -> str:
+    try:
+        validate_pattern(value)
+    except DigitMapError as error:
+        raise ValueError(f"bad digit pattern {value!r}: {error}") from None
+    return value
+
+
+def _name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", value):
+        raise ValueError(
+            f"name {value!r} must start with a letter and use only letters, digits, _ and -"
+        )
+    return value
+
+
+ExtensionNumber = Annotated[str, AfterValidator(_extension_number)]
+DialCode = Annotated[str, AfterValidator(_dial_code)]
+FeatureCode = Annotated[str, AfterValidator(_feature_code)]
+DigitPattern = Annotated[str, AfterValidator(_digit_pattern)]
+Name = Annotated[str, AfterValidator(_name)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteConfig(Section):
+    name: Name = "office"
+    country: str = "eu"
+    timezone: str = "UTC"
+
+
+class AudioPortConfig(Section):
+    """Where a port's audio is on a real card: a PortAudio/ALSA device and channel."""
+
+    port: int = Field(ge=1)
+    device: str
+    channel: int = Field(default=0, ge=0, le=31)
+
+
+class LineCardConfig(Section):
+    url: str = "sim"
+    baudrate: int = Field(default=115200, ge=1200, le=4_000_000)
+    audio: Literal["memory", "alsa"] = "memory"
+    fxs_ports: int = Field(default=8, ge=0, le=64)
+    fxo_ports: int = Field(default=2, ge=0, le=64)
+    audio_ports: tuple[AudioPortConfig, ...] = ()
+    heartbeat_s: float = Field(default=1.0, gt=0, le=60)
+    link_timeout_s: float = Field(default=3.0, gt=0, le=300)
+
+    @property
+    def port_count(self) -> int:
+        return self.fxs_ports + self.fxo_ports
+
+    @property
+    def fxs_range(self) -> range:
+        return range(1, self.fxs_ports + 1)
+
+    @property
+    def fxo_range(self) -> range:
+        return range(self.fxs_ports + 1, self.fxs_ports + self.fxo_ports + 1)
+
+    @model_validator(mode="after")
+    def _audio_ports_exist(self) -> LineCardConfig:
+        if self.audio == "alsa" and self.url == "sim":
+            raise ValueError("audio = 'alsa' needs a real card: set url to its serial port")
+        for audio_port in self.audio_ports:
+            if audio_port.port > self.port_count:
+                raise ValueError(
+                    f"audio_ports: port {audio_port.port} does not exist: "
+                    f"the card has ports 1-{self.port_count}"
+                )
+        return self
+
+
+class TimersConfig(Section):
+    first_digit_s: Seconds = 10.0
+    inter_digit_s: Seconds = 4.0
+    ring_timeout_s: Seconds = 30.0
+    lockout_tone_s: Seconds = 30.0
+    fxo_dial_tone_wait_s: Seconds = 3.0
+    fxo_ring_gone_s: Seconds = 7.0
+
+
+class NumberingConfig(Section):
+    operator: ExtensionNumber | None = None
+    operator_code: DialCode | None = None
+    emergency: tuple[DialCode, ...] = ("112",)
+    destination_kinds: dict[str, tuple[DigitPattern, ...]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_kinds(self) -> NumberingConfig:
+        for kind in self.destination_kinds:
+            if kind not in DESTINATION_KINDS or kind in ("internal", "emergency"):
+                allowed = ", ".join(
+                    k for k in DESTINATION_KINDS if k not in ("internal", "emergency")
+                )
+                raise ValueError(f"destination kind {kind!r} is unknown; use one of {allowed}")
+        return self
+
+
+class ClassOfServiceConfig(Section):
+    line_groups: tuple[Name, ...] = ()
+    allow: tuple[str, ...] = ("internal",)
+
+    @model_validator(mode="after")
+    def _known_kinds(self) -> ClassOfServiceConfig:
+        for kind in self.allow:
+            if kind not in DESTINATION_KINDS:
+                raise ValueError(
+                    f"allow: {kind!r} is not a destination kind; use {', '.join(DESTINATION_KINDS)}"
+                )
+        return self
+
+
+class LineGroupConfig(Section):
+    name: Name
+    access_code: DialCode
+
+
+class LineConfig(Section):
+    """A city line on an FXO port."""
+
+    name: Name
+    port: int = Field(ge=1)
+    group: Name
+    incoming: tuple[ExtensionNumber, ...] = ()
+    disconnect: tuple[Literal["polarity", "loop_current", "tone"], ...] = (
+        "polarity",
+        "loop_current",
+        "tone",
+    )
+    answer_supervision: Literal["none", "polarity"] = "none"
+    dial_mode: Literal["dtmf", "pulse"] = "dtmf"
+    wait_for_dial_tone: bool = True
+
+
+class ExtensionConfig(Section):
+    number: ExtensionNumber
+    name: str = ""
+    port: int = Field(ge=1)
+    class_of_service: Name = "default"
+    forward_no_answer: ExtensionNumber | None = None
+
+
+class SiblingSiteConfig(Section):
+    """Another office of the company; calls to its ranges go over SIP (a later issue)."""
+
+    name: Name
+    extensions: tuple[DigitPattern, ...]
+
+
+class StorageConfig(Section):
+    data_dir: str = ""
+
+
+class Config(Section):
+    site: SiteConfig = SiteConfig()
+    storage: StorageConfig = StorageConfig()
+    line_card: LineCardConfig = LineCardConfig()
+    timers: TimersConfig = TimersConfig()
+    tones: dict[str, str] = Field(default_factory=dict)
+    numbering: NumberingConfig = NumberingConfig()
+    classes_of_service: dict[Name, ClassOfServiceConfig] = Field(
+        default_factory=lambda: {"default": ClassOfServiceConfig()}
+    )
+    line_groups: tuple[LineGroupConfig, ...] = ()
+    lines: tuple[LineConfig, ...] = ()
+    extensions: tuple[ExtensionConfig, ...] = ()
+    feature_codes: dict[str, FeatureCode] = Field(default_factory=dict)
+    sibling_sites: tuple[SiblingSiteConfig, ...] = ()
+
+    def extension(self, number: str) -> ExtensionConfig | None:
+        return next((e for e in self.extensions if e.number == number), None)
+
+    def extension_on_port(self, port: int) -> ExtensionConfig | None:
+        return next((e for e in self.extensions if e.port == port), None)
+
+    def line_on_port(self, port: int) -> LineConfig | None:
+        return next((line for line in self.lines if line.port == port), None)
+
+    def line_group(self, name: str) -> LineGroupConfig | None:
+        return next((g for g in self.line_groups if g.name == name), None)

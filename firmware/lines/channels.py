@@ -1,0 +1,184 @@
+"""Analogue legs: an FXS port (a desk phone) and an FXO port (a city line) as channels.
+
+They translate between call control's verbs and the card's commands, and turn the card's
+events into channel events. On an FXO line they also listen to the line audio (through a
+mixer monitor) for the exchange's dial tone and for the disconnect tones that tell a line
+whose far end has gone, because many exchanges give no other sign.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, Role
+from firmware.calls.lifecycle import LegState
+from firmware.lines.audio import PortAudio
+from firmware.lines.protocol import Dial, DialMode, HookSet, Message, PolaritySet, Ring, RingStop
+from firmware.media.detect import CadenceDetector, ToneDetector
+from firmware.media.mixer import Mixer
+from firmware.media.tones import TonePlan
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[Message], None]
+_DIAL_TONE_FRAMES = 10  # 200 ms of steady dial tone before dialling
+
+
+class AnalogueChannel(Channel):
+    def __init__(
+        self, port: int, mixer: Mixer, audio: PortAudio, send: Sender, plan: TonePlan
+    ) -> None:
+        super().__init__(f"{self.technology}:{port}", mixer)
+        self.port = port
+        self.audio = audio
+        self._send = send
+        self.plan = plan
+
+    def _attach_audio(self, slot: int) -> None:
+        self.audio.attach(self.port, slot)
+
+    def _detach_audio(self) -> None:
+        self.audio.detach(self.port)
+
+
+class FxsChannel(AnalogueChannel):
+    """A desk phone. It cannot dial out or be seized: it rings and it is lifted."""
+
+    technology = "fxs"
+    role = Role.EXTENSION
+
+    async def alert(self, caller: CallerId) -> None:
+        cadence = self.plan.ring_cadence_ms
+        pairs = tuple((cadence[i], cadence[i + 1]) for i in range(0, len(cadence), 2))
+        self._send(
+            Ring(
+                port=self.port,
+                cadence=pairs,
+                caller_number=caller.number[:32],
+                caller_name=caller.name[:32],
+            )
+        )
+
+    async def stop_alert(self) -> None:
+        self._send(RingStop(port=self.port))
+
+    async def seize(self) -> None:
+        return None
+
+    async def release(self) -> None:
+        if self.state == LegState.ALERTING:
+            await self.stop_alert()
+
+    async def dial(self, digits: str) -> None:
+        raise TypeError(f"{self.name}: a phone port cannot dial")
+
+    def reverse_polarity(self, reversed_: bool) -> None:
+        self._send(PolaritySet(port=self.port, reversed=reversed_))
+
+
+class FxoChannel(AnalogueChannel):
+    """A city line: ring detection, seizure, dialling by the card, disconnect supervision."""
+
+    technology = "fxo"
+    role = Role.LINE
+
+    def __init__(
+        self, port: int, mixer: Mixer, audio: PortAudio, send: Sender, plan: TonePlan
+    ) -> None:
+        super().__init__(port, mixer, audio, send, plan)
+        self.disconnect_methods: tuple[str, ...] = ("polarity", "loop_current", "tone")
+        self.answer_supervision = "none"
+        self.dial_mode = DialMode.DTMF
+        self.seized = False
+        self.awaiting_answer = False
+        self.listening_for_dial_tone = False
+        self._dial_tone = ToneDetector(plan.dial)
+        self._dial_tone_frames = 0
+        self._disconnect_tones = [CadenceDetector(plan.busy), CadenceDetector(plan.congestion)]
+        self.cleared_by: str | None = None
+
+    def configure(
+        self, *, disconnect: tuple[str, ...], answer_supervision: str, dial_mode: str
+    ) -> None:
+        self.disconnect_methods = disconnect
+        self.answer_supervision = answer_supervision
+        self.dial_mode = DialMode.PULSE if dial_mode == "pulse" else DialMode.DTMF
+
+    def _attach_audio(self, slot: int) -> None:
+        super()._attach_audio(slot)
+        self.mixer.set_monitor(slot, self._listen)
+
+    async def alert(self, caller: CallerId) -> None:
+        raise TypeError(f"{self.name}: a line is rung by the exchange, not by the appliance")
+
+    async def stop_alert(self) -> None:
+        return None
+
+    async def seize(self) -> None:
+        self.seized = True
+        self.cleared_by = None
+        for detector in self._disconnect_tones:
+            detector.reset()
+        self._send(HookSet(port=self.port, off_hook=True))
+
+    async def release(self) -> None:
+        if self.seized:
+            self.seized = False
+            self.awaiting_answer = False
+            self.listening_for_dial_tone = False
+            self._send(HookSet(port=self.port, off_hook=False))
+
+    async def dial(self, digits: str) -> None:
+        self.listening_for_dial_tone = False
+        self._send(Dial(port=self.port, digits=digits, mode=self.dial_mode))
+
+    def listen_for_dial_tone(self) -> None:
+        self._dial_tone_frames = 0
+        self.listening_for_dial_tone = True
+
+    # ----- supervision -------------------------------------------------------------------
+
+    def on_polarity(self) -> None:
+        if not self.seized:
+            return
+        if self.awaiting_answer and self.answer_supervision == "polarity":
+            self.awaiting_answer = False
+            self.emit(ChannelEvent(EventKind.ANSWERED))
+        elif "polarity" in self.disconnect_methods:
+            self._far_end_cleared("polarity")
+
+    def on_loop_current(self, present: bool) -> None:
+        if self.seized and not present and "loop_current" in self.disconnect_methods:
+            self._far_end_cleared("loop_current")
+
+    def _far_end_cleared(self, how: str) -> None:
+        if self.cleared_by is None:
+            self.cleared_by = how
+            log.info("event=line_far_end_cleared line=%s by=%s", self.name, how)
+            self.emit(ChannelEvent(EventKind.FAR_END_CLEARED, how))
+
+    def _listen(self, frame: np.ndarray) -> None:
+        """Runs in the mixer tick with what the line said: keep it to a few Goertzel bins."""
+        if not self.seized:
+            return
+        if self.listening_for_dial_tone:
+            if self._dial_tone.feed(frame):
+                self._dial_tone_frames += 1
+                if self._dial_tone_frames >= _DIAL_TONE_FRAMES:
+                    self.listening_for_dial_tone = False
+                    self.emit(ChannelEvent(EventKind.DIAL_TONE))
+            else:
+                self._dial_tone_frames = 0
+            return
+        if (
+            "tone" in self.disconnect_methods
+            and self.state == LegState.CONNECTED
+            and self.cleared_by is None
+        ):
+            for detector in self._disconnect_tones:
+                if detector.feed(frame):
+                    self._far_end_cleared("tone")
+                    break

@@ -1,0 +1,383 @@
+"""The switching matrix: one mixer on a 20 ms clock moves all audio in the appliance.
+
+Every leg owns a slot (a row in the frame arrays). Each tick:
+1. media endpoints (line card audio, RTP later) write the frames they received into `inputs`;
+2. bridges are summed with one `np.add.reduceat` over the slots sorted by bridge, and each
+   member hears its bridge's sum minus itself (two-party calls and conferences alike);
+3. sounds (tones, prompts) are added with one gather from the sound bank;
+4. endpoints read the frames to send from `outputs`.
+Nothing here loops over samples; Python loops run only over endpoints, monitors and recorders,
+which are few. Topology changes only mark a cache dirty; the sort happens once per change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from firmware.media.soundbank import SoundBank
+
+FRAME_SAMPLES = 160
+SAMPLE_RATE = 8000
+TICK_S = FRAME_SAMPLES / SAMPLE_RATE
+NO_BRIDGE = -1
+_LATENESS_HISTORY = 3000  # one minute of ticks
+_MAX_CATCH_UP_TICKS = 5
+
+log = logging.getLogger(__name__)
+
+FrameMonitor = Callable[[np.ndarray], None]
+
+
+class MediaEndpoint(Protocol):
+    """A source and sink of frames for some slots (a sound card, an RTP engine...)."""
+
+    def read_into(self, inputs: np.ndarray) -> None:
+        """Write this tick's received frame into the rows of the endpoint's slots."""
+
+    def write_from(self, outputs: np.ndarray) -> None:
+        """Take this tick's frame to send from the rows of the endpoint's slots."""
+
+
+class MixerFullError(RuntimeError):
+    pass
+
+
+@dataclass
+class Recording:
+    """Frames a slot said and heard, kept in memory until the recorder is stopped."""
+
+    slot: int
+    said: list[np.ndarray] = field(default_factory=list)
+    heard: list[np.ndarray] = field(default_factory=list)
+
+    def mixed(self) -> np.ndarray:
+        """Both directions summed: what a call recording sounds like."""
+        if not self.said:
+            return np.zeros(0, dtype=np.int16)
+        total = np.concatenate(self.said).astype(np.int32) + np.concatenate(self.heard)
+        return np.clip(total, -32768, 32767).astype(np.int16)
+
+
+@dataclass
+class MixerHealth:
+    ticks: int
+    late_p50_ms: float
+    late_p99_ms: float
+    late_max_ms: float
+    frames_dropped: int
+    tick_cost_p99_us: float
+    slots_in_use: int
+    capacity: int
+
+
+class Mixer:
+    """Slots, bridges, sounds and the clock. Runs on the asyncio loop; never blocks."""
+
+    def __init__(self, sounds: SoundBank | None = None, capacity: int = 32) -> None:
+        self.sounds = sounds if sounds is not None else SoundBank()
+        self._capacity = 0
+        self._free: list[int] = []
+        self._names: dict[int, str] = {}
+        self._endpoints: list[MediaEndpoint] = []
+        self._monitors: dict[int, FrameMonitor] = {}
+        self._recordings: dict[int, Recording] = {}
+        self._next_bridge = 0
+        self._topology_dirty = True
+        self._sorted_members = np.zeros(0, dtype=np.intp)
+        self._group_starts = np.zeros(0, dtype=np.intp)
+        self._member_group = np.zeros(0, dtype=np.intp)
+        self._grow(capacity)
+        self._task: asyncio.Task[None] | None = None
+        self._lateness = np.zeros(_LATENESS_HISTORY, dtype=np.float64)
+        self._tick_cost = np.zeros(_LATENESS_HISTORY, dtype=np.float64)
+        self.ticks = 0
+        self.frames_dropped = 0
+        self._offsets = np.arange(FRAME_SAMPLES, dtype=np.int64)
+
+    # ----- slots -------------------------------------------------------------------------
+
+    def _grow(self, capacity: int) -> None:
+        old = self._capacity
+
+        def grown(array: np.ndarray, fill: int | bool) -> np.ndarray:
+            shape = (capacity, *array.shape[1:])
+            result = np.full(shape, fill, dtype=array.dtype)
+            result[:old] = array[:old]
+            return result
+
+        if old == 0:
+            self.inputs = np.zeros((capacity, FRAME_SAMPLES), dtype=np.int16)
+            self.outputs = np.zeros((capacity, FRAME_SAMPLES), dtype=np.int16)
+            self._bridge = np.full(capacity, NO_BRIDGE, dtype=np.int64)
+            self._playing = np.zeros(capacity, dtype=bool)
+            self._play_offset = np.zeros(capacity, dtype=np.int64)
+            self._play_length = np.ones(capacity, dtype=np.int64)
+            self._play_position = np.zeros(capacity, dtype=np.int64)
+            self._play_loop = np.zeros(capacity, dtype=bool)
+            self._in_use = np.zeros(capacity, dtype=bool)
+        else:
+            self.inputs = grown(self.inputs, 0)
+            self.outputs = grown(self.outputs, 0)
+            self._bridge = grown(self._bridge, NO_BRIDGE)
+            self._playing = grown(self._playing, False)
+            self._play_offset = grown(self._play_offset, 0)
+            self._play_length = grown(self._play_length, 1)
+            self._play_position = grown(self._play_position, 0)
+            self._play_loop = grown(self._play_loop, False)
+            self._in_use = grown(self._in_use, False)
+        self._free.extend(range(capacity - 1, old - 1, -1))
+        self._capacity = capacity
+
+    def allocate(self, name: str) -> int:
+        """A slot for a leg; grows the arrays (doubling) rather than refusing a call."""
+        if not self._free:
+            if self._capacity >= 4096:
+                raise MixerFullError("the mixer has 4096 slots in use")
+            self._grow(self._capacity * 2)
+        slot = self._free.pop()
+        self._in_use[slot] = True
+        self._names[slot] = name
+        self.inputs[slot] = 0
+        self.outputs[slot] = 0
+        return slot
+
+    def release(self, slot: int) -> None:
+        if not self._in_use[slot]:
+            raise ValueError(f"slot {slot} is not in use")
+        self.disconnect(slot)
+        self.stop_sound(slot)
+        self._monitors.pop(slot, None)
+        self._recordings.pop(slot, None)
+        self._in_use[slot] = False
+        self.inputs[slot] = 0
+        self.outputs[slot] = 0
+        del self._names[slot]
+        self._free.append(slot)
+
+    @property
+    def slots_in_use(self) -> int:
+        return len(self._names)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def slot_name(self, slot: int) -> str:
+        return self._names[slot]
+
+    # ----- bridges -----------------------------------------------------------------------
+
+    def connect(self, *slots: int) -> int:
+        """Put the slots in one new bridge: each hears all the others, never itself."""
+        if len(slots) < 2:
+            raise ValueError("a bridge needs at least two slots")
+        for slot in slots:
+            self._check(slot)
+        bridge = self._next_bridge
+        self._next_bridge += 1
+        for slot in slots:
+            self._bridge[slot] = bridge
+        self._topology_dirty = True
+        return bridge
+
+    def join(self, bridge: int, slot: int) -> None:
+        """Add a slot to an existing bridge (a two-party call becomes a conference)."""
+        self._check(slot)
+        if not np.any(self._bridge == bridge):
+            raise ValueError(f"bridge {bridge} does not exist")
+        self._bridge[slot] = bridge
+        self._topology_dirty = True
+
+    def disconnect(self, slot: int) -> None:
+        """Take a slot out of its bridge; a bridge left with one member is dissolved."""
+        bridge = self._bridge[slot]
+        if bridge == NO_BRIDGE:
+            return
+        self._bridge[slot] = NO_BRIDGE
+        remaining = np.flatnonzero(self._bridge == bridge)
+        if remaining.size == 1:
+            self._bridge[remaining] = NO_BRIDGE
+        self._topology_dirty = True
+
+    def bridge_of(self, slot: int) -> int | None:
+        bridge = int(self._bridge[slot])
+        return None if bridge == NO_BRIDGE else bridge
+
+    def members(self, bridge: int) -> list[int]:
+        return [int(s) for s in np.flatnonzero(self._bridge == bridge)]
+
+    def _check(self, slot: int) -> None:
+        if not (0 <= slot < self._capacity and self._in_use[slot]):
+            raise ValueError(f"slot {slot} is not in use")
+
+    def _rebuild_topology(self) -> None:
+        bridged = np.flatnonzero(self._bridge != NO_BRIDGE)
+        order = np.argsort(self._bridge[bridged], kind="stable")
+        members = bridged[order]
+        bridges = self._bridge[members]
+        if members.size:
+            changes = np.diff(bridges) != 0
+            starts = np.concatenate([[0], np.flatnonzero(changes) + 1])
+            group = np.concatenate([[0], np.cumsum(changes)])
+        else:
+            starts = np.zeros(0, dtype=np.intp)
+            group = np.zeros(0, dtype=np.intp)
+        self._sorted_members = members
+        self._group_starts = starts.astype(np.intp)
+        self._member_group = np.asarray(group, dtype=np.intp)
+        self._topology_dirty = False
+
+    # ----- sounds ------------------------------------------------------------------------
+
+    def play(self, slot: int, sound_name: str) -> None:
+        """Feed a named sound to the slot from its start (tones loop, prompts stop at the end)."""
+        self._check(slot)
+        sound = self.sounds.get(sound_name)
+        self._playing[slot] = True
+        self._play_offset[slot] = sound.offset
+        self._play_length[slot] = sound.length
+        self._play_position[slot] = 0
+        self._play_loop[slot] = sound.loop
+
+    def stop_sound(self, slot: int) -> None:
+        self._playing[slot] = False
+
+    def is_playing(self, slot: int) -> bool:
+        return bool(self._playing[slot])
+
+    # ----- monitors, recordings, endpoints ------------------------------------------------
+
+    def set_monitor(self, slot: int, monitor: FrameMonitor | None) -> None:
+        """Call `monitor(frame)` each tick with what the slot said (tone detectors on lines)."""
+        self._check(slot)
+        if monitor is None:
+            self._monitors.pop(slot, None)
+        else:
+            self._monitors[slot] = monitor
+
+    def start_recording(self, slot: int) -> Recording:
+        self._check(slot)
+        recording = Recording(slot)
+        self._recordings[slot] = recording
+        return recording
+
+    def stop_recording(self, slot: int) -> Recording | None:
+        return self._recordings.pop(slot, None)
+
+    def add_endpoint(self, endpoint: MediaEndpoint) -> None:
+        self._endpoints.append(endpoint)
+
+    def remove_endpoint(self, endpoint: MediaEndpoint) -> None:
+        self._endpoints.remove(endpoint)
+
+    # ----- the tick ----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Move one 20 ms frame for every slot. Cost is measured by the clock, not here."""
+        inputs = self.inputs
+        for endpoint in self._endpoints:
+            endpoint.read_into(inputs)
+        inputs[~self._in_use] = 0
+        for slot, monitor in list(self._monitors.items()):
+            try:
+                monitor(inputs[slot])
+            except Exception:
+                log.exception("event=monitor_failed slot=%d", slot)
+                self._monitors.pop(slot, None)
+
+        mixed = np.zeros((self._capacity, FRAME_SAMPLES), dtype=np.int32)
+        if self._topology_dirty:
+            self._rebuild_topology()
+        members = self._sorted_members
+        if members.size:
+            member_inputs = inputs[members].astype(np.int32)
+            sums = np.add.reduceat(member_inputs, self._group_starts, axis=0)
+            mixed[members] = sums[self._member_group] - member_inputs
+
+        playing = np.flatnonzero(self._playing)
+        if playing.size:
+            positions = self._play_position[playing, None] + self._offsets
+            lengths = self._play_length[playing, None]
+            looping = self._play_loop[playing, None]
+            wrapped = np.where(looping, positions % lengths, np.minimum(positions, lengths - 1))
+            frames = self.sounds.samples[self._play_offset[playing, None] + wrapped]
+            frames = np.where(looping | (positions < lengths), frames, 0)
+            mixed[playing] += frames
+            self._play_position[playing] += FRAME_SAMPLES
+            ended = playing[
+                (~self._play_loop[playing])
+                & (self._play_position[playing] >= self._play_length[playing])
+            ]
+            self._playing[ended] = False
+
+        np.clip(mixed, -32768, 32767, out=mixed)
+        self.outputs[:] = mixed
+        for slot, recording in self._recordings.items():
+            recording.said.append(inputs[slot].copy())
+            recording.heard.append(self.outputs[slot].copy())
+        for endpoint in self._endpoints:
+            endpoint.write_from(self.outputs)
+        self.ticks += 1
+
+    # ----- the clock ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="mixer-clock")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        """Tick on absolute 20 ms deadlines; a late loop catches up or drops, never drifts."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while True:
+            now = loop.time()
+            lateness = now - deadline
+            if lateness > _MAX_CATCH_UP_TICKS * TICK_S:
+                skipped = int(lateness / TICK_S)
+                self.frames_dropped += skipped
+                log.warning(
+                    "event=mixer_late late_ms=%.1f dropped_frames=%d", lateness * 1e3, skipped
+                )
+                deadline += skipped * TICK_S
+                lateness = now - deadline
+            started = time.perf_counter()
+            try:
+                self.tick()
+            except Exception:
+                log.exception("event=mixer_tick_failed")
+            index = self.ticks % _LATENESS_HISTORY
+            self._lateness[index] = max(lateness, 0.0)
+            self._tick_cost[index] = time.perf_counter() - started
+            deadline += TICK_S
+            delay = deadline - loop.time()
+            await asyncio.sleep(max(delay, 0))
+
+    def health(self) -> MixerHealth:
+        count = min(self.ticks, _LATENESS_HISTORY)
+        lateness = self._lateness[:count] * 1e3 if count else np.zeros(1)
+        cost = self._tick_cost[:count] * 1e6 if count else np.zeros(1)
+        return MixerHealth(
+            ticks=self.ticks,
+            late_p50_ms=round(float(np.percentile(lateness, 50)), 3),
+            late_p99_ms=round(float(np.percentile(lateness, 99)), 3),
+            late_max_ms=round(float(lateness.max()), 3),
+            frames_dropped=self.frames_dropped,
+            tick_cost_p99_us=round(float(np.percentile(cost, 99)), 1),
+            slots_in_use=self.slots_in_use,
+            capacity=self._capacity,
+        )
