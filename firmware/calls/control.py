@@ -128,6 +128,7 @@ class CallManager:
     def _idle_event(self, channel: Channel, event: ChannelEvent) -> None:
         kind = event.kind
         if kind == EventKind.OUT_OF_SERVICE:
+            self._off_hook.discard(channel.name)  # the card's snapshot says again who is off hook
             self._cancel_lockout(channel)
             channel.set_state(LegState.OUT_OF_SERVICE)
             log.warning("event=leg_out_of_service leg=%s reason=%r", channel.name, event.value)
@@ -257,11 +258,14 @@ class CallManager:
             leg.set_state(LegState.IDLE)
         if not leg.in_service:
             return
-        # Events that arrived after the call stopped reading them (a quick re-lift).
-        while not session.queue.empty():
-            channel, event = session.queue.get_nowait()
+        # Hook events of this leg that the call had not read yet (a quick re-lift) now
+        # belong to the idle leg; everything else stays queued for the call, in order.
+        pending = [session.queue.get_nowait() for _ in range(session.queue.qsize())]
+        for channel, event in pending:
             if channel is leg and event.kind in (EventKind.ON_HOOK, EventKind.OFF_HOOK):
                 self._idle_event(channel, event)
+            elif channel is not leg:
+                session.queue.put_nowait((channel, event))
 
     def _to_clearing(self, leg: Channel, tone: str) -> None:
         if leg.state != LegState.CLEARING:
@@ -311,6 +315,7 @@ class CallManager:
         if item is not None:
             channel, event = item
             if event.kind == EventKind.OUT_OF_SERVICE:
+                self._off_hook.discard(channel.name)
                 channel.set_state(LegState.OUT_OF_SERVICE)
                 self._let_go(session, channel)
                 log.warning("event=leg_lost_in_call leg=%s reason=%r", channel.name, event.value)
@@ -487,6 +492,7 @@ class CallManager:
         callees: list[Channel],
         shown: CallerId,
         timeout: float | None,
+        ringback: bool = True,
     ) -> Channel | None:
         """Ring callees together; the first to lift answers. None: nobody answered in time.
 
@@ -496,30 +502,28 @@ class CallManager:
             self._claim(session, callee)
             callee.set_state(LegState.ALERTING)
             await callee.alert(shown)
-        if caller.role == Role.EXTENSION:
+        if ringback and caller.role == Role.EXTENSION:
             caller.set_state(LegState.CALLING)
             caller.play("ringback")
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         ring_gone = self.config.timers.fxo_ring_gone_s
+        # A city caller gives up silently: its ringing just stops coming.
+        watch_ringing = caller.role == Role.LINE and caller.state == LegState.ALERTING
         last_ring = loop.time()
         answered: Channel | None = None
         try:
             while answered is None:
                 now = loop.time()
-                wait = ring_gone if caller.role == Role.LINE else None
-                if caller.role == Role.LINE:
-                    wait = max(last_ring + ring_gone - now, 0.01)
+                waits = []
+                if watch_ringing:
+                    waits.append(max(last_ring + ring_gone - now, 0.01))
                 if deadline is not None:
-                    wait = (
-                        min(wait, max(deadline - now, 0))
-                        if wait is not None
-                        else max(deadline - now, 0)
-                    )
-                item = await self._wait(session, wait)
+                    waits.append(max(deadline - now, 0))
+                item = await self._wait(session, min(waits) if waits else None)
                 now = loop.time()
                 if item is None:
-                    if caller.role == Role.LINE and now - last_ring >= ring_gone:
+                    if watch_ringing and now - last_ring >= ring_gone:
                         session.draft.ended(
                             Disposition.ABANDONED, HangupSide.CALLER, "caller_gave_up"
                         )
@@ -529,7 +533,7 @@ class CallManager:
                     continue
                 channel, event = item
                 if channel is caller:
-                    if event.kind == EventKind.ON_HOOK:
+                    if event.kind in (EventKind.ON_HOOK, EventKind.FAR_END_CLEARED):
                         session.draft.ended(
                             Disposition.ABANDONED, HangupSide.CALLER, "caller_hung_up_ringing"
                         )
@@ -550,7 +554,8 @@ class CallManager:
                     callee.set_state(LegState.IDLE)
                     if self.is_off_hook(callee):  # lifted just as the call went elsewhere
                         self._to_clearing(callee, "busy")
-        caller.stop_sound()
+        if ringback:
+            caller.stop_sound()
         return answered
 
     # ----- two parties talking -----------------------------------------------------------
@@ -577,7 +582,8 @@ class CallManager:
             other = b if channel is a else a
             side = HangupSide.CALLER if channel is a else HangupSide.CALLEE
             if event.kind in (EventKind.ON_HOOK, EventKind.FAR_END_CLEARED):
-                draft.ended(Disposition.ANSWERED, side, event.value or "normal_clearing")
+                outcome = Disposition.ANSWERED if draft.answer else Disposition.NO_ANSWER
+                draft.ended(outcome, side, event.value or "normal_clearing")
                 raise CallEnded
             if event.kind == EventKind.FLASH and channel.role == Role.EXTENSION:
                 back = await self._consult(session, channel, other)
@@ -710,10 +716,10 @@ class CallManager:
                 assert holder.slot is not None and callee.slot is not None
                 self.mixer.connect(holder.slot, callee.slot)
                 return callee
-            # Anything else (flash, hang-up, held party leaving) is the outer loop's business.
-            session.queue.put_nowait(item)
-            await asyncio.sleep(0)
+            # The holder or the held party did something (flash, hang-up): the outer loop
+            # decides, and the consulted phone keeps ringing until it is dropped there.
             if channel is holder or channel is held:
+                session.queue.put_nowait(item)
                 draft.ended(Disposition.ABANDONED, HangupSide.CALLER, "consultation_abandoned")
                 return callee
 
@@ -742,6 +748,7 @@ class CallManager:
             [holder],
             CallerId(held.number, held.display_name),
             self.config.timers.ring_timeout_s,
+            ringback=False,
         )
         if answered is None:
             session.draft.ended(Disposition.ANSWERED, HangupSide.SYSTEM, "recall_not_answered")

@@ -155,9 +155,7 @@ class LinkEndpoint:
 
     def _transmit_backlog(self, now: float) -> bytes:
         out = bytearray()
-        while (
-            self._backlog and len(self._in_flight) < self._window and not self._awaiting_syn_ack
-        ):
+        while self._backlog and len(self._in_flight) < self._window and not self._awaiting_syn_ack:
             message = self._backlog.popleft()
             seq = self._next_seq
             syn = self._syn_pending
