@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from firmware.calls.cdr import CallRecord
+from firmware.calls.cdr import record_to_json
 
 if TYPE_CHECKING:
     from firmware.app import Appliance
@@ -32,29 +32,6 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 class ApiError(Exception):
     pass
-
-
-def record_to_json(record: CallRecord) -> dict[str, Any]:
-    return {
-        "call_id": record.call_id,
-        "start": record.start.isoformat(),
-        "answer": record.answer.isoformat() if record.answer else None,
-        "end": record.end.isoformat(),
-        "duration_s": round(record.duration_s, 3),
-        "billable_s": round(record.billable_s, 3),
-        "caller_number": record.caller_number,
-        "caller_name": record.caller_name,
-        "dialled": record.dialled,
-        "called_extension": record.called_extension,
-        "answered_extension": record.answered_extension,
-        "line": record.line,
-        "line_group": record.line_group,
-        "direction": str(record.direction),
-        "disposition": str(record.disposition),
-        "hangup_side": str(record.hangup_side),
-        "cause": record.cause,
-        "destination_kind": record.destination_kind,
-    }
 
 
 class ControlServer:

@@ -60,6 +60,7 @@ __all__ = [
     "Disposition",
     "HangupSide",
     "open_readonly",
+    "record_to_json",
 ]
 
 log = logging.getLogger(__name__)
@@ -655,3 +656,27 @@ class CdrStore:
 
     def __repr__(self) -> str:
         return f"CdrStore({self._path!r})"
+
+
+def record_to_json(record: CallRecord) -> dict[str, Any]:
+    """The record as plain JSON types: for logs, the control API and exports."""
+    return {
+        "call_id": record.call_id,
+        "start": record.start.isoformat(),
+        "answer": record.answer.isoformat() if record.answer else None,
+        "end": record.end.isoformat(),
+        "duration_s": round(record.duration_s, 3),
+        "billable_s": round(record.billable_s, 3),
+        "caller_number": record.caller_number,
+        "caller_name": record.caller_name,
+        "dialled": record.dialled,
+        "called_extension": record.called_extension,
+        "answered_extension": record.answered_extension,
+        "line": record.line,
+        "line_group": record.line_group,
+        "direction": str(record.direction),
+        "disposition": str(record.disposition),
+        "hangup_side": str(record.hangup_side),
+        "cause": record.cause,
+        "destination_kind": record.destination_kind,
+    }

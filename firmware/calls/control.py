@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware.calls.cdr import CdrStore, Direction, Disposition, HangupSide
+from firmware.calls.cdr import CdrStore, Direction, Disposition, HangupSide, record_to_json
 from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, Role
 from firmware.calls.dialplan import DialPlan, RouteKind, RoutePlan
 from firmware.calls.digitmap import MatchState
@@ -224,14 +224,7 @@ class CallManager:
             except Exception:
                 self.counters.cdr_failures += 1
                 log.exception("event=cdr_write_failed call_id=%s", record.call_id)
-            self._log_call(
-                "call_end",
-                record.__dict__
-                | {
-                    "duration_s": round(record.duration_s, 3),
-                    "billable_s": round(record.billable_s, 3),
-                },
-            )
+            self._log_call("call_end", record_to_json(record))
         session.drafts.clear()
         for leg in list(session.legs):
             await self._give_back(session, leg, "busy")

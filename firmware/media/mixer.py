@@ -16,8 +16,10 @@ import asyncio
 import contextlib
 import logging
 import time
+import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -64,6 +66,14 @@ class Recording:
             return np.zeros(0, dtype=np.int16)
         total = np.concatenate(self.said).astype(np.int32) + np.concatenate(self.heard)
         return np.clip(total, -32768, 32767).astype(np.int16)
+
+    def write_wav(self, path: str | Path) -> None:
+        """8 kHz mono 16-bit WAV of the call. Blocking (disk): run it in an executor."""
+        with wave.open(str(path), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(SAMPLE_RATE)
+            out.writeframes(self.mixed().tobytes())
 
 
 @dataclass
