@@ -201,6 +201,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
         payload["number"], payload["name"] = args.extra or "", args.name or ""
     elif args.action == "hangup" and args.extra:
         payload["method"] = args.extra
+    elif args.action == "say":
+        payload["frequency"], payload["ms"] = float(args.extra or 1004), args.ms
+    elif args.action == "capture":
+        if not args.extra:
+            raise SystemExit("minipbx: sim capture TARGET FILE.wav [--seconds N]")
+        payload["path"], payload["seconds"] = str(Path(args.extra).resolve()), args.seconds
     print(json.dumps(_call(args, payload)["sim"], indent=2))
     return 0
 
@@ -241,13 +247,29 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="script the simulated line card of a running core")
     sim.add_argument(
         "action",
-        choices=["offhook", "onhook", "flash", "dial", "ring", "hangup", "unplug", "plug", "state"],
+        choices=[
+            "offhook",
+            "onhook",
+            "flash",
+            "dial",
+            "ring",
+            "hangup",
+            "say",
+            "capture",
+            "unplug",
+            "plug",
+            "state",
+        ],
     )
     sim.add_argument("target", nargs="?", help="extension (or pN for a port), or line name")
     sim.add_argument(
-        "extra", nargs="?", help="digits to dial, caller number to ring with, hang-up method"
+        "extra",
+        nargs="?",
+        help="dial: digits; ring: caller number; hangup: method; say: Hz; capture: WAV file",
     )
     sim.add_argument("--name", help="caller name for ring")
+    sim.add_argument("--ms", type=int, default=1000, help="say: tone length")
+    sim.add_argument("--seconds", type=float, default=5.0, help="capture: how much audio")
     sim.add_argument("--config")
     sim.set_defaults(func=cmd_sim)
     return parser

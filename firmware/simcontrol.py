@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import wave
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from firmware.media.mixer import TICK_S
+from firmware.media.tones import ToneSpec, render_tone
 
 if TYPE_CHECKING:
     from firmware.app import Appliance
-    from firmware.lines.simulator import SimCityLine, SimPhone
+    from firmware.lines.simulator import SimCityLine, SimPhone, SimPort
 
 
 class SimError(ValueError):
@@ -29,6 +36,22 @@ def phone_for(app: Appliance, target: str) -> SimPhone:
     if phone is None:
         raise SimError(f"port {port} is not a simulated FXS port")
     return phone
+
+
+def port_for(app: Appliance, target: str) -> SimPort:
+    """A phone by extension number or pN, else a city line by name."""
+    try:
+        return phone_for(app, target)
+    except SimError:
+        return line_for(app, target)
+
+
+def _write_wav(path: str, samples: np.ndarray) -> None:
+    with wave.open(path, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(samples.astype(np.int16).tobytes())
 
 
 def line_for(app: Appliance, target: str) -> SimCityLine:
@@ -58,6 +81,21 @@ async def sim_command(app: Appliance, request: dict[str, Any]) -> dict[str, Any]
         line_for(app, target).ring(str(request.get("number", "")), str(request.get("name", "")))
     elif action == "hangup":
         line_for(app, target).hang_up(str(request.get("method", "loop_current")))
+    elif action == "say":
+        port = port_for(app, target)
+        frequency = float(request.get("frequency", 1004.0))
+        duration_ms = int(request.get("ms", 1000))
+        if not (50 <= frequency <= 3900 and 20 <= duration_ms <= 60_000):
+            raise SimError("say needs 50-3900 Hz and 20-60000 ms")
+        port.say(render_tone(ToneSpec.continuous((frequency,), -10.0), duration_ms))
+    elif action == "capture":
+        port = port_for(app, target)
+        seconds = float(request.get("seconds", 5.0))
+        path = str(request["path"])
+        frames = int(seconds / TICK_S)
+        samples = port.heard(port.mark() - frames)
+        await asyncio.to_thread(_write_wav, path, samples)
+        return {"sim": sim_state(app), "captured": path, "samples": int(samples.size)}
     elif action == "unplug":
         _card(app).unplug()
     elif action == "plug":
@@ -66,7 +104,7 @@ async def sim_command(app: Appliance, request: dict[str, Any]) -> dict[str, Any]
         pass
     else:
         raise SimError(
-            f"unknown sim action {action!r}: offhook, onhook, flash, dial, ring, hangup, unplug, plug, state"
+            f"unknown sim action {action!r}: offhook, onhook, flash, dial, ring, hangup, say, capture, unplug, plug, state"
         )
     return {"sim": sim_state(app)}
 

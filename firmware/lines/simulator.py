@@ -455,9 +455,12 @@ class SimulatedLineCard:
                 line.on_dial(message.digits)
 
     def _send_snapshot(self) -> None:
+        """After INVENTORY, the state of every port (docs/line-card-protocol.md, session start)."""
         for phone in self.phones.values():
-            if phone.off_hook_state:
-                self.send(Hook(port=phone.port, off_hook=True))
+            self.send(Hook(port=phone.port, off_hook=phone.off_hook_state))
+        for line in self.lines.values():
+            self.send(RingDetect(port=line.port, ringing=line._ringer is not None))
+            self.send(LoopCurrent(port=line.port, present=line.seized))
 
     # ----- helpers for scripts and tests -------------------------------------------------
 
