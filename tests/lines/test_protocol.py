@@ -101,6 +101,13 @@ def test_worked_example_of_the_document() -> None:
     assert frame == bytes.fromhex("7e 81 00 03 01 01 e3 cd 7e")
     ack = encode_frame(Ack(acked_seq=3), seq=0)
     assert ack == bytes.fromhex("7e 00 00 00 03 b4 a3 7e")
+    stuffed = encode_frame(Hook(port=2, off_hook=False), seq=0x7D)
+    assert stuffed == bytes.fromhex("7e 81 00 7d 5d 02 00 65 b6 7e")
+    ring = Ring(port=1, cadence=[(1000, 4000)], caller_number="0301234", caller_name="Anna")
+    assert encode_frame(ring, seq=0x12) == bytes.fromhex(
+        "7e 10 00 12 01 01 03 e8 0f a0 07 30 33 30 31 32 33 34 04 41 6e 6e 61 f9 25 7e"
+    )
+    assert encode_frame(Hello(), seq=0, syn=True) == bytes.fromhex("7e 01 01 00 c8 9d 7e")
 
 
 def test_payload_layouts() -> None:
