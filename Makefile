@@ -24,8 +24,11 @@ run: $(STAMP)
 	$(VENV)/bin/minipbx run
 
 test: $(STAMP) .debian-test-deps
-	$(VENV)/bin/ruff check firmware webui tests bench
+	$(MAKE) lint
 	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check firmware webui tests bench
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py

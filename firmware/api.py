@@ -114,7 +114,9 @@ class ControlServer:
             return {"ok": True} | await handler(request)
         except json.JSONDecodeError as error:
             return {"ok": False, "error": f"not JSON: {error}"}
-        except (ApiError, KeyError, ValueError, TypeError, TimeoutError) as error:
+        except KeyError as error:
+            return {"ok": False, "error": f"missing field {error}"}
+        except (ApiError, ValueError, TypeError, TimeoutError) as error:
             return {"ok": False, "error": str(error) or type(error).__name__}
         except Exception as error:
             log.exception("event=api_request_failed")

@@ -196,6 +196,8 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     payload: dict[str, Any] = {"cmd": "sim", "action": args.action, "target": args.target or ""}
     if args.action == "dial":
+        if not args.extra:
+            raise SystemExit("minipbx: sim dial TARGET DIGITS")
         payload["digits"] = args.extra
     elif args.action == "ring":
         payload["number"], payload["name"] = args.extra or "", args.name or ""

@@ -78,7 +78,10 @@ async def sim_command(app: Appliance, request: dict[str, Any]) -> dict[str, Any]
     elif action == "dial":
         await phone_for(app, target).dial(str(request["digits"]))
     elif action == "ring":
-        line_for(app, target).ring(str(request.get("number", "")), str(request.get("name", "")))
+        try:
+            line_for(app, target).ring(str(request.get("number", "")), str(request.get("name", "")))
+        except RuntimeError as error:
+            raise SimError(str(error)) from None
     elif action == "hangup":
         line_for(app, target).hang_up(str(request.get("method", "loop_current")))
     elif action == "say":

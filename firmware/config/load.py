@@ -81,7 +81,7 @@ def _format_pydantic(error: Any) -> str:
 
 def cross_check(config: Config) -> Iterator[str]:
     """References between sections, which no single field can check."""
-    from firmware.media.tones import TONE_PLANS, parse_tone
+    from firmware.media.tones import TONE_NAMES, TONE_PLANS, parse_tone
 
     card = config.line_card
     fxs = card.fxs_range
@@ -104,6 +104,9 @@ def cross_check(config: Config) -> Iterator[str]:
     except (ZoneInfoNotFoundError, ValueError):
         yield f"site.timezone: {config.site.timezone!r} is not a known zone (e.g. 'Europe/Lisbon')"
     for name, text in config.tones.items():
+        if name not in TONE_NAMES:
+            yield f"tones.{name}: unknown tone; tones are {', '.join(TONE_NAMES)}"
+            continue
         try:
             parse_tone(text)
         except ValueError as error:
@@ -154,6 +157,8 @@ def cross_check(config: Config) -> Iterator[str]:
             if group not in groups:
                 yield f"classes_of_service.{cos_name}.line_groups: no line group named {group!r}"
 
+    if config.numbering.operator_code and not config.numbering.operator:
+        yield "numbering.operator_code: set numbering.operator to the extension it rings"
     if config.numbering.operator and config.numbering.operator not in numbers:
         yield f"numbering.operator: no extension {config.numbering.operator}"
 

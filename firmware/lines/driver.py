@@ -263,6 +263,7 @@ class LineCardDriver:
             if isinstance(message, Inventory):
                 self.inventory = message
                 self.status = LinkStatus.UP
+                self.last_error = ""
                 log.info(
                     "event=linecard_up firmware=%s ports=%d",
                     message.firmware_version,

@@ -67,6 +67,7 @@ class LineCardService:
                     channel.emit(ChannelEvent(EventKind.OUT_OF_SERVICE, "line card link lost"))
             return
         assert inventory is not None
+        self._reset_card_outputs()
         card_kinds = {index + 1: kind for index, kind in enumerate(inventory.ports)}
         for port, channel in self.channels.items():
             expected = p.PortKind.FXS if isinstance(channel, FxsChannel) else p.PortKind.FXO
@@ -83,6 +84,14 @@ class LineCardService:
                     channel.emit(ChannelEvent(EventKind.OUT_OF_SERVICE, reason))
             elif not channel.in_service:
                 channel.emit(ChannelEvent(EventKind.IN_SERVICE))
+
+    def _reset_card_outputs(self) -> None:
+        """HELLO does not reset the card, and every call ended when the link went: say so."""
+        for port, channel in self.channels.items():
+            if isinstance(channel, FxsChannel):
+                self.driver.send(p.RingStop(port=port))
+            else:
+                self.driver.send(p.HookSet(port=port, off_hook=False))
 
     # ----- card events -----------------------------------------------------------------
 

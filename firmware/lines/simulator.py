@@ -222,7 +222,9 @@ class SimCityLine(SimPort):
     # ----- commands from the appliance ---------------------------------------------------
 
     def on_hook_set(self, off_hook: bool) -> None:
-        self.seized = off_hook
+        was_seized, self.seized = self.seized, off_hook
+        if not off_hook and not was_seized:
+            return  # already on hook: a repeated command changes nothing (e.g. after HELLO)
         if off_hook:
             self._stop_ringing()
             self.card.send(LoopCurrent(port=self.port, present=True))
