@@ -102,10 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         import uvloop
-
-        uvloop.run(main())
     except ImportError:
         asyncio.run(main())
+    else:
+        uvloop.run(main())
     return 0
 
 

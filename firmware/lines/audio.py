@@ -93,15 +93,17 @@ class MemoryAudio(PortAudio):
         self._tones.pop(port, None)
 
     def read_into(self, inputs: np.ndarray) -> None:
-        for port, queue in list(self._said.items()):
+        speaking = list(self._said.items())
+        for port, queue in speaking:
             frame = queue.popleft()
             if not queue:
                 del self._said[port]
             slot = self._slots.get(port)
             if slot is not None:
                 inputs[slot] = frame
+        spoke = {port for port, _ in speaking}
         for port, (frames, index) in list(self._tones.items()):
-            if port in self._said:
+            if port in spoke:
                 continue
             slot = self._slots.get(port)
             if slot is not None:

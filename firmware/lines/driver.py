@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import queue
+import select
+import socket
 import threading
 from collections.abc import Callable
 from enum import StrEnum
@@ -21,7 +23,7 @@ from typing import Any
 import serial
 
 from firmware.lines.link import LinkEndpoint
-from firmware.lines.protocol import Heartbeat, Hello, Inventory, Message
+from firmware.lines.protocol import Fault, FaultCode, Heartbeat, Hello, Inventory, Message
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +68,27 @@ class _SerialThreads:
         if data and not self._closed.is_set():
             self._outgoing.put(data)
 
+    def _read_available(self) -> bytes:
+        """Block up to the port timeout for data, then take everything that is waiting.
+
+        pyserial's socket:// handler reports `in_waiting` as 0 or 1, which would make
+        every byte its own hand-off to the loop; its socket is read directly instead.
+        """
+        sock = getattr(self._port, "_socket", None)
+        if sock is None:
+            return self._port.read(max(1, self._port.in_waiting))
+        readable, _, _ = select.select([sock], [], [], 0.1)
+        if not readable:
+            return b""
+        data = sock.recv(4096)
+        if not data:
+            raise serial.SerialException("the socket was closed by the other end")
+        return data
+
     def _read_loop(self) -> None:
         while not self._closed.is_set():
             try:
-                data = self._port.read(max(1, self._port.in_waiting))
+                data = self._read_available()
             except (serial.SerialException, OSError, TypeError, AttributeError) as error:
                 self._report(f"read failed: {error}")
                 return
@@ -132,6 +151,7 @@ class LineCardDriver:
         self._last_sent = 0.0
         self.link_losses = 0
         self.reconnects = 0
+        self.resyncs = 0
         self.last_error = ""
         self._link_counters_total: dict[str, int] = {}
 
@@ -165,7 +185,7 @@ class LineCardDriver:
         merged = dict(self._link_counters_total)
         for name, value in self._link.counters.items():
             merged[name] = merged.get(name, 0) + value
-        merged.update(link_losses=self.link_losses, reconnects=self.reconnects)
+        merged.update(link_losses=self.link_losses, reconnects=self.reconnects, resyncs=self.resyncs)
         return merged
 
     # ----- the session loop --------------------------------------------------------------
@@ -192,6 +212,9 @@ class LineCardDriver:
         port = await self._loop.run_in_executor(
             None, lambda: serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0.1)
         )
+        sock = getattr(port, "_socket", None)
+        if sock is not None:  # socket:// (simulator, serial-over-IP): no Nagle delay on commands
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._link_lost.clear()
         self._threads = _SerialThreads(port, self._loop, self._on_bytes, self._on_serial_error)
         now = self._loop.time()
@@ -219,8 +242,8 @@ class LineCardDriver:
                 return
             if now - self._last_sent >= self.heartbeat_s:
                 self.send(Heartbeat())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._link_lost.wait(), _SUPERVISE_EVERY_S)
+            # A plain sleep: wait_for() on Python 3.11 can swallow a cancellation (stop()).
+            await asyncio.sleep(_SUPERVISE_EVERY_S)
 
     async def _close_port(self) -> None:
         threads, self._threads = self._threads, None
@@ -272,6 +295,12 @@ class LineCardDriver:
                 self._on_link(True, message)
             elif isinstance(message, Heartbeat):
                 continue
+            elif isinstance(message, Fault) and message.code == FaultCode.MESSAGES_LOST:
+                # The card lost events: a new session makes it send a full snapshot.
+                log.warning("event=linecard_resync reason=card_lost_messages")
+                self._link.start_session(now)
+                self._threads.write(self._link.send(Hello(), now))
+                self.resyncs += 1
             elif self.status == LinkStatus.UP:
                 try:
                     self._on_message(message)

@@ -67,7 +67,7 @@ class LineCardService:
                     channel.emit(ChannelEvent(EventKind.OUT_OF_SERVICE, "line card link lost"))
             return
         assert inventory is not None
-        self._reset_card_outputs()
+        self._reset_card_outputs()  # only ports whose calls ended with the link
         card_kinds = {index + 1: kind for index, kind in enumerate(inventory.ports)}
         for port, channel in self.channels.items():
             expected = p.PortKind.FXS if isinstance(channel, FxsChannel) else p.PortKind.FXO
@@ -88,6 +88,8 @@ class LineCardService:
     def _reset_card_outputs(self) -> None:
         """HELLO does not reset the card, and every call ended when the link went: say so."""
         for port, channel in self.channels.items():
+            if channel.in_service:
+                continue  # a resync while up: calls on this port go on
             if isinstance(channel, FxsChannel):
                 self.driver.send(p.RingStop(port=port))
             else:

@@ -377,6 +377,7 @@ class SimulatedLineCard:
         """What a real card does when the host vanishes: stop ringing, release lines."""
         for phone in self.phones.values():
             phone.ringing = None
+            phone.polarity_reversed = False
         for line in self.lines.values():
             if line.seized:
                 line.on_hook_set(False)
@@ -408,7 +409,11 @@ class SimulatedLineCard:
             now = time.monotonic()
             data, given_up = self._link.poll(now)
             self._write(data)
-            if self._session and (given_up or now - self._last_heard > _CARD_LINK_TIMEOUT_S):
+            if given_up and self._session:
+                # docs/line-card-protocol.md 5.4: tell the host, which answers with HELLO.
+                log.warning("event=sim_card_messages_lost count=%d", len(given_up))
+                self.send(Fault(port=0, code=FaultCode.MESSAGES_LOST, text=f"{len(given_up)} lost"))
+            if self._session and now - self._last_heard > _CARD_LINK_TIMEOUT_S:
                 log.warning("event=sim_card_host_lost")
                 self._drop_connection()
 

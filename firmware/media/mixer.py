@@ -352,10 +352,11 @@ class Mixer:
 
     async def _run(self) -> None:
         """Tick on absolute 20 ms deadlines; a late loop catches up or drops, never drifts."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time()
+        # perf_counter, not loop.time(): uvloop's clock has whole-millisecond resolution.
+        clock = time.perf_counter
+        deadline = clock()
         while True:
-            now = loop.time()
+            now = clock()
             lateness = now - deadline
             if lateness > _MAX_CATCH_UP_TICKS * TICK_S:
                 skipped = int(lateness / TICK_S)
@@ -365,16 +366,15 @@ class Mixer:
                 )
                 deadline += skipped * TICK_S
                 lateness = now - deadline
-            started = time.perf_counter()
+            index = self.ticks % _LATENESS_HISTORY
             try:
                 self.tick()
             except Exception:
                 log.exception("event=mixer_tick_failed")
-            index = self.ticks % _LATENESS_HISTORY
             self._lateness[index] = max(lateness, 0.0)
-            self._tick_cost[index] = time.perf_counter() - started
+            self._tick_cost[index] = clock() - now
             deadline += TICK_S
-            delay = deadline - loop.time()
+            delay = deadline - clock()
             await asyncio.sleep(max(delay, 0))
 
     def health(self) -> MixerHealth:
