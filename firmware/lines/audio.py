@@ -63,7 +63,7 @@ class MemoryAudio(PortAudio):
         self._said: dict[int, deque[np.ndarray]] = {}
         self._tones: dict[int, tuple[np.ndarray, int]] = {}
         self._max_queued = max_queued_frames
-        self._ring_frames = max(int(capture_seconds / 0.02), 10)
+        self._ring_frames = max(round(capture_seconds / 0.02), 10)
         self._capture = np.zeros((ports + 1, self._ring_frames, FRAME_SAMPLES), dtype=np.int16)
         self._stamps = np.zeros(self._ring_frames, dtype=np.float64)
         self.position = 0  # frames captured so far (per port, all ports advance together)
@@ -123,7 +123,7 @@ class MemoryAudio(PortAudio):
 
     def heard(self, port: int, since: int) -> np.ndarray:
         """Samples sent to `port` from capture position `since` up to now (at most the ring)."""
-        since = max(since, self.position - self._ring_frames + 1, 0)
+        since = max(since, self.position - self._ring_frames, 0)
         rows = np.arange(since, self.position) % self._ring_frames
         return self._capture[port, rows].ravel()
 

@@ -102,7 +102,7 @@ class _SerialThreads:
                 return
             try:
                 self._port.write(data)
-            except (serial.SerialException, OSError) as error:
+            except (serial.SerialException, OSError, TypeError, AttributeError) as error:
                 self._report(f"write failed: {error}")
                 return
 

@@ -101,9 +101,10 @@ class Mixer:
         self._recordings: dict[int, Recording] = {}
         self._next_bridge = 0
         self._topology_dirty = True
-        self._sorted_members = np.zeros(0, dtype=np.intp)
-        self._group_starts = np.zeros(0, dtype=np.intp)
-        self._member_group = np.zeros(0, dtype=np.intp)
+        self._pair_slots = self._pair_peers = np.zeros(0, dtype=np.intp)
+        self._conference_members = np.zeros(0, dtype=np.intp)
+        self._conference_starts = np.zeros(0, dtype=np.intp)
+        self._conference_group = np.zeros(0, dtype=np.intp)
         self._grow(capacity)
         self._task: asyncio.Task[None] | None = None
         self._lateness = np.zeros(_LATENESS_HISTORY, dtype=np.float64)
@@ -191,6 +192,8 @@ class Mixer:
             raise ValueError("a bridge needs at least two slots")
         for slot in slots:
             self._check(slot)
+        for slot in slots:
+            self.disconnect(slot)  # a slot moved from another bridge leaves that one consistent
         bridge = self._next_bridge
         self._next_bridge += 1
         for slot in slots:
@@ -203,6 +206,8 @@ class Mixer:
         self._check(slot)
         if not np.any(self._bridge == bridge):
             raise ValueError(f"bridge {bridge} does not exist")
+        if self._bridge[slot] != bridge:
+            self.disconnect(slot)
         self._bridge[slot] = bridge
         self._topology_dirty = True
 
@@ -229,20 +234,27 @@ class Mixer:
             raise ValueError(f"slot {slot} is not in use")
 
     def _rebuild_topology(self) -> None:
+        """Sort bridged slots once per change: pairs get a plain swap, conferences a sum."""
         bridged = np.flatnonzero(self._bridge != NO_BRIDGE)
-        order = np.argsort(self._bridge[bridged], kind="stable")
-        members = bridged[order]
+        members = bridged[np.argsort(self._bridge[bridged], kind="stable")]
         bridges = self._bridge[members]
-        if members.size:
-            changes = np.diff(bridges) != 0
-            starts = np.concatenate([[0], np.flatnonzero(changes) + 1])
-            group = np.concatenate([[0], np.cumsum(changes)])
+        starts = np.flatnonzero(np.concatenate([[True], np.diff(bridges) != 0])) if members.size else members
+        sizes = np.diff(np.concatenate([starts, [members.size]])) if members.size else members
+        pair_starts = starts[sizes == 2]
+        first, second = members[pair_starts], members[pair_starts + 1]
+        self._pair_slots = np.concatenate([first, second]).astype(np.intp)
+        self._pair_peers = np.concatenate([second, first]).astype(np.intp)
+        in_conference = np.repeat(sizes >= 3, sizes) if members.size else np.zeros(0, dtype=bool)
+        conference = members[in_conference]
+        conference_bridges = bridges[in_conference]
+        if conference.size:
+            changes = np.diff(conference_bridges) != 0
+            self._conference_starts = np.flatnonzero(np.concatenate([[True], changes])).astype(np.intp)
+            self._conference_group = np.concatenate([[0], np.cumsum(changes)]).astype(np.intp)
         else:
-            starts = np.zeros(0, dtype=np.intp)
-            group = np.zeros(0, dtype=np.intp)
-        self._sorted_members = members
-        self._group_starts = starts.astype(np.intp)
-        self._member_group = np.asarray(group, dtype=np.intp)
+            self._conference_starts = np.zeros(0, dtype=np.intp)
+            self._conference_group = np.zeros(0, dtype=np.intp)
+        self._conference_members = conference.astype(np.intp)
         self._topology_dirty = False
 
     # ----- sounds ------------------------------------------------------------------------
@@ -293,6 +305,7 @@ class Mixer:
     def tick(self) -> None:
         """Move one 20 ms frame for every slot. Cost is measured by the clock, not here."""
         inputs = self.inputs
+        inputs.fill(0)  # a slot whose endpoint has nothing this tick is silent, not a repeat
         for endpoint in self._endpoints:
             endpoint.read_into(inputs)
         inputs[~self._in_use] = 0
@@ -303,14 +316,17 @@ class Mixer:
                 log.exception("event=monitor_failed slot=%d", slot)
                 self._monitors.pop(slot, None)
 
-        mixed = np.zeros((self._capacity, FRAME_SAMPLES), dtype=np.int32)
         if self._topology_dirty:
             self._rebuild_topology()
-        members = self._sorted_members
-        if members.size:
-            member_inputs = inputs[members].astype(np.int32)
-            sums = np.add.reduceat(member_inputs, self._group_starts, axis=0)
-            mixed[members] = sums[self._member_group] - member_inputs
+        outputs = self.outputs
+        outputs.fill(0)
+        if self._pair_slots.size:
+            outputs[self._pair_slots] = inputs[self._pair_peers]
+        conference = self._conference_members
+        if conference.size:
+            said = inputs[conference].astype(np.int32)
+            sums = np.add.reduceat(said, self._conference_starts, axis=0)
+            outputs[conference] = np.clip(sums[self._conference_group] - said, -32768, 32767)
 
         playing = np.flatnonzero(self._playing)
         if playing.size:
@@ -320,7 +336,7 @@ class Mixer:
             wrapped = np.where(looping, positions % lengths, np.minimum(positions, lengths - 1))
             frames = self.sounds.samples[self._play_offset[playing, None] + wrapped]
             frames = np.where(looping | (positions < lengths), frames, 0)
-            mixed[playing] += frames
+            outputs[playing] = np.clip(outputs[playing].astype(np.int32) + frames, -32768, 32767)
             self._play_position[playing] += FRAME_SAMPLES
             ended = playing[
                 (~self._play_loop[playing])
@@ -328,13 +344,11 @@ class Mixer:
             ]
             self._playing[ended] = False
 
-        np.clip(mixed, -32768, 32767, out=mixed)
-        self.outputs[:] = mixed
         for slot, recording in self._recordings.items():
             recording.said.append(inputs[slot].copy())
-            recording.heard.append(self.outputs[slot].copy())
+            recording.heard.append(outputs[slot].copy())
         for endpoint in self._endpoints:
-            endpoint.write_from(self.outputs)
+            endpoint.write_from(outputs)
         self.ticks += 1
 
     # ----- the clock ---------------------------------------------------------------------
