@@ -36,6 +36,9 @@ _DIAL_DONE_WAIT_S = 60.0
 _FIXED_DIAL_DELAY_S = 1.0
 
 
+_IDLE_LEG_EVENTS = (EventKind.ON_HOOK, EventKind.OFF_HOOK, EventKind.OUT_OF_SERVICE, EventKind.IN_SERVICE)
+
+
 class CallEnded(Exception):
     """Raised inside a call coroutine when the call is over; carries nothing, the draft does."""
 
@@ -249,13 +252,11 @@ class CallManager:
         else:
             leg.stop_sound()
             leg.set_state(LegState.IDLE)
-        if not leg.in_service:
-            return
-        # Hook events of this leg that the call had not read yet (a quick re-lift) now
-        # belong to the idle leg; everything else stays queued for the call, in order.
+        # Events of this leg that the call had not read yet (a quick re-lift, the link
+        # going down) now belong to the idle leg; everything else stays queued for the call.
         pending = [session.queue.get_nowait() for _ in range(session.queue.qsize())]
         for channel, event in pending:
-            if channel is leg and event.kind in (EventKind.ON_HOOK, EventKind.OFF_HOOK):
+            if channel is leg and event.kind in _IDLE_LEG_EVENTS:
                 self._idle_event(channel, event)
             elif channel is not leg:
                 session.queue.put_nowait((channel, event))

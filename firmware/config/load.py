@@ -6,6 +6,8 @@ installer fixes a file in one pass. A config that fails here is never put into s
 
 from __future__ import annotations
 
+import copy
+import re
 import tomllib
 from collections.abc import Iterator
 from importlib import resources
@@ -53,30 +55,94 @@ def parse_config(text: str, source: str = "<text>") -> Config:
     try:
         config = Config.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(source, [_format_pydantic(e) for e in error.errors()]) from None
+        problems = [_format_pydantic(e) for e in error.errors()]
+        problems += _cross_check_the_rest(raw, error)
+        raise ConfigError(source, problems) from None
     problems = list(cross_check(config))
     if problems:
         raise ConfigError(source, problems)
     return config
 
 
-def _format_pydantic(error: Any) -> str:
-    path = ""
-    for part in error["loc"]:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif part.startswith(("function-after", "function-before")) or part in (
-            "str",
-            "none",
-            "int",
-        ):
+def _cross_check_the_rest(raw: dict[str, Any], error: ValidationError) -> list[str]:
+    """Cross-check what did validate, so one pass shows every mistake of the file.
+
+    The bad values are removed (their defaults apply) or, where that is not enough (a
+    required value was bad), the whole list entry; the cross-checks run on the rest. Their
+    findings about the removed parts are repeats and left out; list positions in the
+    findings are those of the file.
+    """
+    paths = [
+        [part for part in item["loc"] if isinstance(part, int) or not _is_validator_tag(part)]
+        for item in error.errors()
+    ]
+    for whole_entries in (False, True):
+        if whole_entries:
+            paths = [_up_to_last_index(path) for path in paths]
+        pruned = copy.deepcopy(raw)
+        dropped_entries: dict[str, list[int]] = {}
+        for path in sorted({tuple(p) for p in paths}, reverse=True):  # later entries first
+            if _remove(pruned, list(path)) and len(path) == 2 and isinstance(path[1], int):
+                dropped_entries.setdefault(path[0], []).append(path[1])
+        try:
+            config = Config.model_validate(pruned)
+        except ValidationError:
             continue
-        else:
-            path += f".{part}" if path else str(part)
+        removed = tuple(_format_path(path) for path in paths)
+        findings = [_renumber(problem, dropped_entries) for problem in cross_check(config)]
+        return [problem for problem in findings if not problem.startswith(removed)]
+    return []  # what is left still does not validate: the schema errors speak alone
+
+
+def _up_to_last_index(path: list[Any]) -> list[Any]:
+    indexes = [i for i, part in enumerate(path) if isinstance(part, int)]
+    return path[: indexes[-1] + 1] if indexes else path
+
+
+def _renumber(problem: str, dropped: dict[str, list[int]]) -> str:
+    """`extensions[1]` of the pruned tree back to its position in the file."""
+    match = re.match(r"(\w+)\[(\d+)\]", problem)
+    if match is None or match.group(1) not in dropped:
+        return problem
+    index = int(match.group(2))
+    for gone in sorted(dropped[match.group(1)]):
+        if gone <= index:
+            index += 1
+    return f"{match.group(1)}[{index}]{problem[match.end():]}"
+
+
+def _remove(tree: Any, path: list[Any]) -> bool:
+    for part in path[:-1]:
+        try:
+            tree = tree[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    last = path[-1] if path else None
+    present = (isinstance(tree, dict) and last in tree) or (
+        isinstance(tree, list) and isinstance(last, int) and last < len(tree)
+    )
+    if present:
+        del tree[last]
+    return present
+
+
+def _is_validator_tag(part: str) -> bool:
+    return part.startswith(("function-after", "function-before")) or part in ("str", "none", "int")
+
+
+def _format_path(path: list[Any]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _format_pydantic(error: Any) -> str:
+    path = [part for part in error["loc"] if isinstance(part, int) or not _is_validator_tag(part)]
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key (misspelt, or not valid in this section)"
-    return f"{path or '<top>'}: {message}"
+    return f"{_format_path(path) or '<top>'}: {message}"
 
 
 def cross_check(config: Config) -> Iterator[str]:
@@ -123,7 +189,8 @@ def cross_check(config: Config) -> Iterator[str]:
             yield f"{where}.port: port {extension.port} is not an FXS port: {describe_ports(fxs, 'FXS')}"
         elif extension.port in ports:
             yield f"{where}.port: port {extension.port} is already used by {ports[extension.port]}"
-        ports.setdefault(extension.port, where)
+        else:
+            ports[extension.port] = where
         if extension.class_of_service not in config.classes_of_service:
             yield (
                 f"{where}.class_of_service: {extension.class_of_service!r} is not defined "
@@ -142,7 +209,8 @@ def cross_check(config: Config) -> Iterator[str]:
             yield f"{where}.port: port {line.port} is not an FXO port: {describe_ports(fxo, 'FXO')}"
         elif line.port in ports:
             yield f"{where}.port: port {line.port} is already used by {ports[line.port]}"
-        ports.setdefault(line.port, where)
+        else:
+            ports[line.port] = where
         if line.group not in groups:
             yield f"{where}.group: no line group named {line.group!r} in [[line_groups]]"
         for target in line.incoming:
@@ -175,6 +243,8 @@ def _numbering_conflicts(config: Config) -> Iterator[str]:
         codes.append((config.numbering.operator_code, "operator code"))
     for first_index, (first, first_what) in enumerate(codes):
         for second, second_what in codes[first_index + 1 :]:
+            if first == second and first_what == second_what:
+                continue  # a duplicate extension number: reported with its key path above
             if first == second:
                 yield f"numbering: {first_what} and {second_what} are both {first!r}"
             elif second.startswith(first) or first.startswith(second):

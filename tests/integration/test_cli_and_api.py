@@ -1,0 +1,361 @@
+"""The real appliance process, driven the way an installer does: `minipbx ...` commands.
+
+Each test starts `python -m firmware run` in its own data folder (database, control
+socket), waits for the socket and the line card, talks to it through the CLI or raw on the
+socket, and stops it in a `finally`. Every subprocess call is bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import office_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 20.0
+CLI_TIMEOUT_S = 60.0
+
+
+class Core:
+    """A running `minipbx run` process and the CLI pointed at it."""
+
+    def __init__(self, data_dir: Path, config: Path | None = None) -> None:
+        self.data_dir = data_dir
+        self.socket = data_dir / "control.sock"
+        self.env = os.environ | {"MINIPBX_DATA_DIR": str(data_dir)}
+        self.log = data_dir / "core.log"
+        argv = [sys.executable, "-m", "firmware", "run", "--data-dir", str(data_dir)]
+        if config is not None:
+            argv += ["--config", str(config)]
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                argv, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "firmware", *args],
+            cwd=REPO_ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+        )
+        if check:
+            assert result.returncode == 0, (
+                f"minipbx {' '.join(args)}: exit {result.returncode}\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return raw_exchange(self.socket, json.dumps(payload).encode() + b"\n")
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.cli("status", "--json").stdout)
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"the core exited ({self.process.returncode}):\n{self.log_text()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}\n{self.log_text()}")
+            time.sleep(0.05)
+
+    def wait_ready(self) -> None:
+        def answering() -> bool:
+            if not self.socket.exists():
+                return False
+            try:
+                status = self.request({"cmd": "status"})["status"]
+            except OSError:
+                return False
+            return status["line_card"]["link"] == "up" and all(
+                p["state"] == "idle" for p in status["ports"]
+            )
+
+        self.wait_until(answering, START_TIMEOUT_S, "the core to answer with the card up")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def raw_exchange(path: Path, data: bytes, timeout: float = 10.0) -> dict[str, Any]:
+    """Send raw bytes on a fresh connection and read one reply line."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(data)
+        return json.loads(read_line(sock))
+
+
+def read_line(sock: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+@pytest.fixture
+def core(data_dir: Path) -> Iterator[Core]:
+    running = Core(data_dir)
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def calls_json(core: Core, last: int = 5) -> list[dict[str, Any]]:
+    return json.loads(core.cli("calls", "--last", str(last), "--json").stdout)
+
+
+# ----- the installer's commands ----------------------------------------------------------
+
+
+def test_selftest_call_passes_and_shows_up_in_the_call_list(core: Core) -> None:
+    result = core.cli("selftest", "call", "202", "203")
+    assert result.stdout.strip().endswith("PASS"), result.stdout
+    for figure in (
+        "offhook_to_dial_tone_ms",
+        "last_digit_to_ringing_ms",
+        "answer_to_connected_ms",
+        "speech_202->203_ms",
+        "speech_203->202_ms",
+        "cdr_disposition: answered",
+    ):
+        assert figure in result.stdout, result.stdout
+    assert "problem" not in result.stdout
+
+    listing = core.cli("calls", "--last", "5").stdout
+    rows = [line for line in listing.splitlines()[1:] if line.strip()]
+    assert len(rows) == 1, listing
+    assert "202" in rows[0] and "203" in rows[0] and "answered" in rows[0], listing
+    (call,) = calls_json(core)
+    assert (call["caller_number"], call["dialled"], call["answered_extension"]) == (
+        "202",
+        "203",
+        "203",
+    )
+    assert call["disposition"] == "answered"
+
+
+def test_status_json_shows_ten_ports_with_the_link_up(core: Core) -> None:
+    status = core.status()
+    assert status["line_card"]["link"] == "up"
+    assert status["config"] == "<embedded default>"
+    ports = status["ports"]
+    assert [p["port"] for p in ports] == list(range(1, 11))
+    assert [p["kind"] for p in ports] == ["fxs"] * 8 + ["fxo"] * 2
+    assert [p["number"] for p in ports] == [str(n) for n in range(201, 209)] + ["city1", "city2"]
+    assert all(p["state"] == "idle" for p in ports)
+    assert status["calls"] == [] and status["lines_in_use"] == 0
+    assert status["mixer"]["slots_in_use"] == 0
+
+
+def test_lifted_phone_shows_as_dialling_in_status(core: Core) -> None:
+    core.cli("sim", "offhook", "204")
+    core.wait_until(lambda: core.status()["ports"][3]["state"] == "dialling", 5, "204 dialling")
+    text = core.cli("status").stdout
+    (row,) = [line for line in text.splitlines() if " 204 " in line]
+    assert "dialling" in row, text
+    assert "calls in progress: 1" in text
+    core.cli("sim", "onhook", "204")
+    core.wait_until(lambda: core.status()["ports"][3]["state"] == "idle", 5, "204 idle")
+
+
+def test_sim_unplug_and_plug_show_in_status(core: Core) -> None:
+    core.cli("sim", "unplug")
+    core.wait_until(
+        lambda: all(p["state"] == "out_of_service" for p in core.status()["ports"]),
+        10,
+        "every port out of service",
+    )
+    assert core.status()["line_card"]["link"] != "up"
+    assert "out_of_service" in core.cli("status").stdout
+    core.cli("sim", "plug")
+    core.wait_ready()
+    assert core.status()["line_card"]["counters"]["link_losses"] == 1
+    assert core.cli("selftest", "call", "205", "206").stdout.strip().endswith("PASS")
+
+
+def test_reload_without_a_config_file_says_there_is_none(core: Core) -> None:
+    result = core.cli("reload", check=False)
+    assert result.returncode != 0
+    assert "no file to reload" in result.stderr
+
+
+def test_sigterm_stops_the_core_cleanly(core: Core) -> None:
+    core.process.send_signal(signal.SIGTERM)
+    assert core.process.wait(10) == 0, core.log_text()
+    assert not core.socket.exists(), "the control socket is removed on a clean stop"
+    assert "event=appliance_stopped" in core.log_text()
+    result = core.cli("status", check=False)
+    assert result.returncode != 0
+    assert "no running appliance" in result.stderr
+
+
+def test_sighup_reloads_the_config_file(data_dir: Path) -> None:
+    config = data_dir / "office.toml"
+    config.write_text(office_config())
+    running = Core(data_dir, config)
+    try:
+        running.wait_ready()
+        assert running.status()["config"] == str(config)
+        config.write_text(office_config().replace('name = "Accounts"', 'name = "Finance"'))
+        running.process.send_signal(signal.SIGHUP)
+        running.wait_until(
+            lambda: running.status()["reloads"]["done"] == 1, 5, "the reload after SIGHUP"
+        )
+        assert running.status()["ports"][2]["name"] == "Finance"
+        # A bad file on SIGHUP is refused and the core keeps running on the old config.
+        config.write_text(office_config().replace('number = "203"', 'number = "2x3"'))
+        running.process.send_signal(signal.SIGHUP)
+        running.wait_until(
+            lambda: running.status()["reloads"]["refused"] == 1, 5, "the refused reload"
+        )
+        status = running.status()
+        assert "2x3" in status["reloads"]["last_error"]
+        assert status["ports"][2]["number"] == "203"
+        result = running.cli("reload", check=False)
+        assert result.returncode != 0 and "extensions[2].number" in result.stderr
+    finally:
+        running.stop()
+    assert running.process.returncode == 0
+
+
+# ----- the control API, raw --------------------------------------------------------------
+
+
+def test_bad_api_requests_get_an_error_and_the_server_keeps_answering(core: Core) -> None:
+    bad_requests = [
+        b"this is not json\n",
+        b"[1, 2, 3]\n",
+        b'{"cmd": "explode"}\n',
+        b'{"no_cmd": true}\n',
+        b'{"cmd": "calls", "last": "many"}\n',
+        b'{"cmd": "calls", "last": 0}\n',
+        b'{"cmd": "selftest"}\n',
+        b'{"cmd": "sim", "action": "offhook", "target": "999"}\n',
+        b'{"cmd": "sim", "action": "teleport"}\n',
+        b"\xff\xfe\n",
+    ]
+    for data in bad_requests:
+        reply = raw_exchange(core.socket, data)
+        assert reply["ok"] is False, (data, reply)
+        assert reply["error"], (data, reply)
+    assert core.request({"cmd": "status"})["ok"] is True
+
+
+def test_several_requests_share_one_connection(core: Core) -> None:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(core.socket))
+        replies = sock.makefile("rb")
+        sock.sendall(b'nonsense\n{"cmd": "status"}\n')
+        first = json.loads(replies.readline())
+        assert first["ok"] is False
+        sock.sendall(b'{"cmd": "calls", "last": 1}\n')
+        second, third = json.loads(replies.readline()), json.loads(replies.readline())
+        assert second["ok"] is True and "status" in second
+        assert third == {"ok": True, "calls": []}
+        replies.close()
+
+
+def test_huge_request_line_is_refused_and_the_server_keeps_answering(core: Core) -> None:
+    huge = b'{"cmd": "status", "pad": "' + b"x" * 200_000 + b'"}\n'
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(core.socket))
+        reply_data = b""
+        # The server may close before taking all of it; its reply was sent first.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(huge)
+        with contextlib.suppress(ConnectionResetError):
+            reply_data = read_line(sock)
+    assert reply_data, "the server answered nothing to an overlong request"
+    reply = json.loads(reply_data)
+    assert reply["ok"] is False and "too long" in reply["error"]
+    # A line without an end, then the client goes away: nothing is stuck either.
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(core.socket))
+        sock.sendall(b'{"cmd": "sta')
+    assert core.request({"cmd": "status"})["ok"] is True
+    assert core.process.poll() is None
+
+
+# ----- durability ------------------------------------------------------------------------
+
+
+def test_call_record_survives_kill_9(data_dir: Path) -> None:
+    running = Core(data_dir)
+    try:
+        running.wait_ready()
+        running.cli("sim", "offhook", "202")
+        running.cli("sim", "dial", "202", "203")
+        running.wait_until(
+            lambda: running.request({"cmd": "sim", "action": "state"})["sim"]["phones"]["3"][
+                "ringing"
+            ],
+            5,
+            "203 ringing",
+        )
+        running.cli("sim", "offhook", "203")
+        running.wait_until(
+            lambda: running.status()["ports"][1]["state"] == "connected", 5, "202 connected"
+        )
+        running.cli("sim", "onhook", "202")
+        running.cli("sim", "onhook", "203")
+        running.wait_until(lambda: len(calls_json(running)) == 1, 5, "the call record")
+        (listed,) = calls_json(running)
+        running.process.send_signal(signal.SIGKILL)
+        assert running.process.wait(10) == -signal.SIGKILL
+    finally:
+        running.stop()
+    database = data_dir / "cdr.sqlite3"
+    connection = sqlite3.connect(database)
+    try:
+        rows = connection.execute(
+            "SELECT call_id, caller_number, dialled, answered_extension, disposition FROM cdr"
+        ).fetchall()
+    finally:
+        connection.close()
+    assert rows == [(listed["call_id"], "202", "203", "203", "answered")]
+    # The next start finds the stale socket of the killed process and takes over.
+    assert (data_dir / "control.sock").exists()
+    again = Core(data_dir)
+    try:
+        again.wait_ready()
+        (listed_again,) = calls_json(again)
+        assert listed_again["call_id"] == listed["call_id"]
+    finally:
+        again.stop()
+    assert again.process.returncode == 0
