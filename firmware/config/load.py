@@ -216,6 +216,23 @@ def cross_check(config: Config) -> Iterator[str]:
         for target in line.incoming:
             if target not in numbers:
                 yield f"{where}.incoming: no extension {target}"
+    if card.audio == "alsa":
+        mapped: dict[tuple[str, int], int] = {}
+        for audio_port in card.audio_ports:
+            where = (audio_port.device, audio_port.channel)
+            if where in mapped:
+                yield (
+                    f"line_card.audio_ports: ports {mapped[where]} and {audio_port.port} both use "
+                    f"channel {audio_port.channel} of {audio_port.device!r}"
+                )
+            mapped[where] = audio_port.port
+        with_audio = {audio_port.port for audio_port in card.audio_ports}
+        for port, user in sorted(ports.items()):
+            if port not in with_audio:
+                yield (
+                    f"line_card.audio_ports: port {port} ({user}) has no sound device: add "
+                    f"[[line_card.audio_ports]] with port = {port}, device and channel"
+                )
     line_names = [line.name for line in config.lines]
     for name in {n for n in line_names if line_names.count(n) > 1}:
         yield f"lines: the name {name!r} is used more than once"

@@ -239,3 +239,39 @@ def test_check_config_shows_the_line_of_a_syntax_error(tmp_path: Path) -> None:
     assert result.returncode != 0
     line = text.splitlines().index('name = "Sales') + 1
     assert f"line {line}" in result.stdout
+
+
+def test_real_card_audio_needs_a_sound_channel_for_every_port_in_use() -> None:
+    text = """
+[line_card]
+url = "/dev/ttyAMA0"
+audio = "alsa"
+fxs_ports = 3
+fxo_ports = 0
+[[line_card.audio_ports]]
+port = 1
+device = "hw:1"
+channel = 0
+[[line_card.audio_ports]]
+port = 2
+device = "hw:1"
+channel = 0
+[[extensions]]
+number = "201"
+port = 1
+[[extensions]]
+number = "202"
+port = 2
+[[extensions]]
+number = "203"
+port = 3
+"""
+    errors = errors_of(text)
+    assert any("ports 1 and 2 both use channel 0 of 'hw:1'" in e for e in errors), errors
+    assert any("port 3 (extensions[2]) has no sound device" in e for e in errors), errors
+    assert len(errors) == 2, errors
+
+
+def test_simulated_card_cannot_use_real_audio() -> None:
+    errors = errors_of('[line_card]\nurl = "sim"\naudio = "alsa"\n')
+    assert any("needs a real card" in e for e in errors), errors
