@@ -32,6 +32,7 @@ from firmware.media.mixer import Mixer
 log = logging.getLogger("firmware.calls")
 
 _CALLER_ID_WAIT_S = 2.5
+_EARLY_CALLER_ID_S = 10.0  # a caller ID sent before the first ring (UK style) stays valid
 _DIAL_DONE_WAIT_S = 60.0
 _FIXED_DIAL_DELAY_S = 1.0
 
@@ -63,6 +64,7 @@ class CallManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lockout_timers: dict[str, asyncio.TimerHandle] = {}
         self._off_hook: set[str] = set()
+        self._early_caller_id: dict[str, tuple[float, CallerId]] = {}
         self.counters = ManagerCounters()
         self.on_call_event: Callable[[str, dict[str, object]], None] | None = None
         self.apply_config(config)
@@ -156,6 +158,8 @@ class CallManager:
                 self._start(self._originate(channel), channel)
             else:
                 self._to_clearing(channel, "congestion")  # a port with no extension configured
+        elif kind == EventKind.CALLER_ID and channel.role == Role.LINE and event.caller is not None:
+            self._early_caller_id[channel.name] = (asyncio.get_running_loop().time(), event.caller)
         elif (
             kind == EventKind.RING_START
             and channel.role == Role.LINE
@@ -728,6 +732,15 @@ class CallManager:
         await self._give_back(session, consulted, "busy")
         return None
 
+    def _shown_for(self, session: CallSession, party: Channel) -> CallerId:
+        """Who `party` is to a person: an extension by itself, a line by the caller behind it."""
+        draft = session.draft
+        if party.role == Role.EXTENSION or draft is None:
+            return CallerId(party.number, party.display_name)
+        if draft.direction == Direction.INCOMING:
+            return CallerId(draft.caller_number, draft.caller_name)
+        return CallerId(draft.dialled, party.display_name)
+
     async def _recall(self, session: CallSession, holder: Channel, held: Channel) -> bool:
         """The holder hung up with someone on hold: ring the holder back."""
         holder.stop_sound()
@@ -740,7 +753,7 @@ class CallManager:
             session,
             held,
             [holder],
-            CallerId(held.number, held.display_name),
+            self._shown_for(session, held),
             self.config.timers.ring_timeout_s,
             ringback=False,
         )
@@ -882,6 +895,9 @@ class CallManager:
     async def _await_caller_id(self, session: CallSession, line: Channel) -> CallerId:
         """Caller ID comes between the first and second ring (ETSI): wait for it briefly."""
         loop = asyncio.get_running_loop()
+        early = self._early_caller_id.pop(line.name, None)
+        if early is not None and loop.time() - early[0] < _EARLY_CALLER_ID_S:
+            return early[1]
         deadline = loop.time() + _CALLER_ID_WAIT_S
         rings = 1
         while True:

@@ -165,6 +165,14 @@ def cross_check(config: Config) -> Iterator[str]:
             f"site.country: {config.site.country!r} has no tone plan; "
             f"use one of {', '.join(sorted(TONE_PLANS))}"
         )
+    elif config.lines:
+        longest_pause = max(TONE_PLANS[config.site.country].ring_cadence_ms[1::2]) / 1000
+        if config.timers.fxo_ring_gone_s <= longest_pause:
+            yield (
+                f"timers.fxo_ring_gone_s: {config.timers.fxo_ring_gone_s} s is not longer than the "
+                f"{longest_pause} s pause between rings in {config.site.country!r}: every city "
+                f"call would look abandoned between two rings"
+            )
     try:
         ZoneInfo(config.site.timezone)
     except (ZoneInfoNotFoundError, ValueError):

@@ -175,7 +175,7 @@ class FxoChannel(AnalogueChannel):
             return
         if (
             "tone" in self.disconnect_methods
-            and self.state == LegState.CONNECTED
+            and self.state in (LegState.CONNECTED, LegState.HELD)
             and self.cleared_by is None
         ):
             for detector in self._disconnect_tones:

@@ -41,7 +41,11 @@ async def test_call_between_two_extensions_has_speech_both_ways_and_a_record(pbx
     assert record.direction == Direction.INTERNAL
     assert record.disposition == Disposition.ANSWERED
     assert record.hangup_side == HangupSide.CALLEE
-    assert (record.caller_number, record.dialled, record.answered_extension) == ("202", "203", "203")
+    assert (record.caller_number, record.dialled, record.answered_extension) == (
+        "202",
+        "203",
+        "203",
+    )
     assert record.billable_s > 0
 
 
