@@ -141,7 +141,7 @@ async def test_incoming_call_with_every_destination_busy_is_recorded_busy(pbx) -
     line = pbx.line("city1")
     line.ring("212345678", "ACME Lda")
     await pbx.wait_state("city1", LegState.ALERTING)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(1.5)  # past the first ring, when the caller ID is sent
     assert not line.seized, "nobody is free: the line is left ringing, never answered"
     line.hang_up()  # the city caller stops trying
     await pbx.sim.wait_until(
