@@ -31,7 +31,7 @@ TEST_TONE = "test_tone"  # 1004 Hz, the classic line test frequency (ITU-T O.6 b
 TEST_TONE_HZ = 1004.0
 
 # Settings a reload cannot change while calls may be using them.
-_RESTART_ONLY = ("line_card", "site", "storage", "tones")
+_RESTART_ONLY = ("line_card", "site", "storage", "tones", "sip")
 
 
 def default_data_dir(config: Config | None = None) -> Path:
@@ -70,6 +70,7 @@ class Appliance:
         self.calls: CallManager | None = None
         self.line_card: LineCardService | None = None
         self.api = None
+        self.sip = None
         self.reloads = 0
         self.reload_failures = 0
         self.last_reload_error = ""
@@ -103,6 +104,12 @@ class Appliance:
         self.line_card = LineCardService(card, url, self.mixer, audio, self.plan)
         self.calls.add_channels(self.line_card.all_channels)
         await self.line_card.start()
+        if self.config.sip.listen:
+            from firmware.sip.service import SipService
+
+            self.sip = SipService(self.config.site.name)
+            host, _, port = self.config.sip.listen.rpartition(":")
+            await self.sip.start(host, int(port))
         if with_api:
             from firmware.api import ControlServer
 
@@ -124,6 +131,8 @@ class Appliance:
     async def stop(self) -> None:
         if self.api is not None:
             await self.api.stop()
+        if self.sip is not None:
+            await self.sip.stop()
         if self.calls is not None:
             await self.calls.shutdown()
         if self.line_card is not None:
@@ -215,6 +224,7 @@ class Appliance:
             "mixer": health.__dict__,
             "call_counters": self.calls.counters.__dict__,
             "cdr": self.cdr.counters,
+            "sip": self.sip.status() if self.sip is not None else None,
             "reloads": {
                 "done": self.reloads,
                 "refused": self.reload_failures,

@@ -200,6 +200,20 @@ class SiblingSiteConfig(Section):
     extensions: tuple[DigitPattern, ...]
 
 
+class SipConfig(Section):
+    """Where the SIP stack listens (UDP). Empty: SIP is off."""
+
+    listen: str = ""
+
+    @model_validator(mode="after")
+    def _host_port(self) -> SipConfig:
+        if self.listen:
+            host, _, port = self.listen.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError(f"listen {self.listen!r} must be host:port, e.g. '0.0.0.0:5060'")
+        return self
+
+
 class StorageConfig(Section):
     data_dir: str = ""
 
@@ -207,6 +221,7 @@ class StorageConfig(Section):
 class Config(Section):
     site: SiteConfig = SiteConfig()
     storage: StorageConfig = StorageConfig()
+    sip: SipConfig = SipConfig()
     line_card: LineCardConfig = LineCardConfig()
     timers: TimersConfig = TimersConfig()
     tones: dict[str, str] = Field(default_factory=dict)
