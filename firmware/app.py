@@ -71,6 +71,7 @@ class Appliance:
         self.line_card: LineCardService | None = None
         self.api = None
         self.sip = None
+        self.rtp = None
         self.reloads = 0
         self.reload_failures = 0
         self.last_reload_error = ""
@@ -105,9 +106,13 @@ class Appliance:
         self.calls.add_channels(self.line_card.all_channels)
         await self.line_card.start()
         if self.config.sip.listen:
+            from firmware.media.rtp_endpoint import RtpEndpoint, RtpPortRange
             from firmware.sip.service import SipService
 
-            self.sip = SipService(self.config.site.name)
+            self.rtp = RtpEndpoint(RtpPortRange(*self.config.sip.rtp_ports))
+            self.mixer.add_endpoint(self.rtp)
+            self.sip = SipService(self.config.site.name, self.config.sip, self.mixer)
+            self.sip.attach(self.calls, self.rtp)
             host, _, port = self.config.sip.listen.rpartition(":")
             await self.sip.start(host, int(port))
         if with_api:
@@ -131,10 +136,12 @@ class Appliance:
     async def stop(self) -> None:
         if self.api is not None:
             await self.api.stop()
-        if self.sip is not None:
-            await self.sip.stop()
         if self.calls is not None:
             await self.calls.shutdown()
+        if self.sip is not None:
+            await self.sip.stop()
+        if self.rtp is not None:
+            await self.rtp.close()
         if self.line_card is not None:
             await self.line_card.stop()
         if self.simulator is not None:

@@ -34,6 +34,7 @@ class EventKind(StrEnum):
     RING_START = "ring_start"  # a line is being rung by the exchange
     RING_STOP = "ring_stop"
     CALLER_ID = "caller_id"
+    RINGING = "ringing"  # the far end of an outgoing call is being alerted (SIP 180)
     ANSWERED = "answered"  # the far end of an outgoing line call answered (polarity reversal)
     FAR_END_CLEARED = "far_end_cleared"  # loop current drop, reversal or disconnect tone
     DIAL_DONE = "dial_done"
@@ -62,6 +63,8 @@ class Channel(ABC):
 
     technology: str = "abstract"
     role: Role = Role.EXTENSION
+    # A line whose caller gives up silently (analogue ringing just stops coming).
+    rings_until_abandoned: bool = False
 
     def __init__(self, name: str, mixer: Mixer) -> None:
         self.name = name
@@ -133,8 +136,12 @@ class Channel(ABC):
         """Take the leg into a call (FXO: go off hook); a phone has nothing to do."""
 
     @abstractmethod
-    async def release(self) -> None:
-        """Give the leg back (FXO: on hook; FXS: stop ringing)."""
+    async def release(self, cause: str = "normal") -> None:
+        """Give the leg back (FXO: on hook; FXS: stop ringing; SIP: final response or BYE)."""
+
+    async def indicate_ringing(self) -> None:
+        """Tell a calling line that the callee is being alerted (SIP 180); most have nothing to do."""
+        return None
 
     @abstractmethod
     async def dial(self, digits: str) -> None:

@@ -67,6 +67,8 @@ class CallManager:
         self._early_caller_id: dict[str, tuple[float, CallerId]] = {}
         self.counters = ManagerCounters()
         self.on_call_event: Callable[[str, dict[str, object]], None] | None = None
+        # Makes an outgoing leg towards a named peer (SIP); None when it has no capacity.
+        self.outbound_leg: Callable[[str], Channel | None] | None = None
         self.apply_config(config)
 
     # ----- configuration -----------------------------------------------------------------
@@ -297,6 +299,8 @@ class CallManager:
         if draft is not None:
             draft.ended(disposition, HangupSide.SYSTEM, cause)
         self._let_go(session, leg)
+        if leg.role == Role.LINE:
+            await leg.release(cause)
         if leg.in_service and self.is_off_hook(leg):
             self._to_clearing(leg, tone)
         elif leg.in_service:
@@ -503,11 +507,12 @@ class CallManager:
         if ringback and caller.role == Role.EXTENSION:
             caller.set_state(LegState.CALLING)
             caller.play("ringback")
+        await caller.indicate_ringing()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         ring_gone = self.config.timers.fxo_ring_gone_s
         # A city caller gives up silently: its ringing just stops coming.
-        watch_ringing = caller.role == Role.LINE and caller.state == LegState.ALERTING
+        watch_ringing = caller.rings_until_abandoned and caller.state == LegState.ALERTING
         last_ring = loop.time()
         answered: Channel | None = None
         try:
@@ -850,6 +855,81 @@ class CallManager:
                 await self._reject(
                     session, caller, "congestion", Disposition.FAILED, f"line_dropped:{event.value}"
                 )
+
+    # ----- calls from the world that name their destination (SIP peers) ------------------
+
+    def start_inbound(self, line: Channel, dialled: str, caller: CallerId, destination: str) -> None:
+        """A call arrived on `line` for `dialled`; `destination` comes from the line's config."""
+        line.handler = self._on_event
+        self._start(self._inbound(line, dialled, caller, destination), line)
+
+    def _inbound(self, line: Channel, dialled: str, caller: CallerId, destination: str):
+        async def run(session: CallSession) -> None:
+            line.set_state(LegState.ALERTING)
+            draft = RecordDraft(
+                Direction.INCOMING, caller_number=caller.number, caller_name=caller.name,
+                dialled=dialled, line=line.number,
+            )  # fmt: skip
+            session.drafts.append(draft)
+            self._log_call("call_incoming", {"call": session.id, "line": line.name, "caller": caller.number,
+                                             "dialled": dialled, "to": destination})  # fmt: skip
+            if destination.startswith("peer:"):
+                await self._call_peer(session, line, destination, dialled)
+                return
+            numbers = [number.strip() for number in destination.split(",") if number.strip()]
+            draft.called_extension = numbers[0] if numbers else None
+            targets = [self.extension_channel(number) for number in numbers]
+            free = [t for t in targets if t is not None and t.state == LegState.IDLE and t.in_service
+                    and not self.is_off_hook(t)]  # fmt: skip
+            if not free:
+                await self._reject(session, line, "busy", Disposition.BUSY, "all_busy")
+            answered = await self._ring(session, line, free, caller, self.config.timers.ring_timeout_s)
+            if answered is None:
+                await self._reject(session, line, "congestion", Disposition.NO_ANSWER, "no_answer")
+            assert answered is not None
+            await line.seize()
+            draft.answered(answered.number)
+            await self._connected(session, line, answered)
+
+        return run
+
+    async def _call_peer(self, session: CallSession, caller: Channel, destination: str, dialled: str) -> None:
+        """Pass a call on to another peer (tandem): allowed only where config says so."""
+        draft = session.draft
+        assert draft is not None
+        peer, _, number = destination.removeprefix("peer:").partition("/")
+        number = number or dialled
+        out = self.outbound_leg(peer) if self.outbound_leg is not None else None
+        if out is None:
+            await self._reject(session, caller, "congestion", Disposition.CONGESTION, "no_free_channel")
+        assert out is not None
+        out.handler = self._on_event
+        self._claim(session, out)
+        out.set_state(LegState.DIALLING)
+        draft.called_extension = None
+        draft.destination_kind = "tandem"
+        await out.dial(number)
+        while True:
+            item = await self._wait(session, None)
+            assert item is not None
+            channel, event = item
+            if channel is caller and event.kind in (EventKind.FAR_END_CLEARED, EventKind.ON_HOOK):
+                draft.ended(Disposition.ABANDONED, HangupSide.CALLER, event.value or "caller_gave_up")
+                raise CallEnded
+            if channel is not out:
+                continue
+            if event.kind == EventKind.RINGING:
+                await caller.indicate_ringing()
+            elif event.kind == EventKind.ANSWERED:
+                await caller.seize()
+                draft.answered()
+                await self._connected(session, caller, out)
+                return
+            elif event.kind == EventKind.FAR_END_CLEARED:
+                outcome = {"busy": Disposition.BUSY, "no_answer": Disposition.NO_ANSWER}.get(event.value, Disposition.FAILED)
+                self._let_go(session, out)
+                out.set_state(LegState.IDLE)
+                await self._reject(session, caller, "busy", outcome, event.value or "failed")
 
     # ----- incoming on a line ------------------------------------------------------------
 

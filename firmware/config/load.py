@@ -255,7 +255,31 @@ def cross_check(config: Config) -> Iterator[str]:
     if config.numbering.operator and config.numbering.operator not in numbers:
         yield f"numbering.operator: no extension {config.numbering.operator}"
 
+    yield from _sip_checks(config, numbers)
     yield from _numbering_conflicts(config)
+
+
+def _sip_checks(config: Config, numbers: dict[str, str]) -> Iterator[str]:
+    peers = {peer.name: peer for peer in config.sip.peers}
+    low, high = config.sip.rtp_ports
+    if not 1024 <= low < high <= 65535:
+        yield f"sip.rtp_ports: {low}-{high} must be a range within 1024-65535"
+    for index, peer in enumerate(config.sip.peers):
+        for did, destination in peer.incoming.items():
+            where = f"sip.peers[{index}].incoming.{did}"
+            if destination.startswith("peer:"):
+                target = destination.removeprefix("peer:").split("/")[0]
+                if target not in peers:
+                    yield f"{where}: no SIP peer named {target!r}"
+                elif not peer.allow_tandem:
+                    yield f"{where}: passing calls from {peer.name!r} to another peer needs allow_tandem = true"
+                continue
+            for number in destination.split(","):
+                if number.strip() not in numbers:
+                    yield f"{where}: no extension {number.strip()!r} (use '201,202' or 'peer:NAME')"
+    names = [peer.name for peer in config.sip.peers]
+    for name in {n for n in names if names.count(n) > 1}:
+        yield f"sip.peers: the name {name!r} is used more than once"
 
 
 def _numbering_conflicts(config: Config) -> Iterator[str]:

@@ -7,6 +7,7 @@ that every error teaches the installer how to fix it (Home Assistant style).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -200,10 +201,39 @@ class SiblingSiteConfig(Section):
     extensions: tuple[DigitPattern, ...]
 
 
+class SipPeerConfig(Section):
+    """A SIP provider or PBX that is trusted by its IP address (no registration).
+
+    `incoming` maps the called number (the Request-URI user part) to a destination: a list
+    of extensions ringing together ("201,202") or "peer:NAME" to pass the call on to another
+    peer, which needs `allow_tandem` (an outside line is never reached without it).
+    "*" is the destination of numbers not listed.
+    """
+
+    name: Name
+    host: str
+    port: int = Field(default=5060, ge=1, le=65535)
+    incoming: dict[str, str] = Field(default_factory=dict)
+    allow_tandem: bool = False
+    max_channels: int = Field(default=30, ge=1, le=10_000)
+    codecs: tuple[Literal["PCMU", "PCMA", "G722"], ...] = ("PCMU", "PCMA")
+
+    @model_validator(mode="after")
+    def _ip_address(self) -> SipPeerConfig:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            raise ValueError(f"host {self.host!r} must be an IP address (peers are trusted by address)") from None
+        return self
+
+
 class SipConfig(Section):
     """Where the SIP stack listens (UDP). Empty: SIP is off."""
 
     listen: str = ""
+    media_address: str = ""  # the address written in SDP; default: the listen address
+    rtp_ports: tuple[int, int] = (10000, 20000)
+    peers: tuple[SipPeerConfig, ...] = ()
 
     @model_validator(mode="after")
     def _host_port(self) -> SipConfig:

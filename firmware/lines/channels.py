@@ -68,7 +68,7 @@ class FxsChannel(AnalogueChannel):
     async def seize(self) -> None:
         return None
 
-    async def release(self) -> None:
+    async def release(self, cause: str = "normal") -> None:
         if self.state == LegState.ALERTING:
             await self.stop_alert()
 
@@ -84,6 +84,7 @@ class FxoChannel(AnalogueChannel):
 
     technology = "fxo"
     role = Role.LINE
+    rings_until_abandoned = True
 
     def __init__(
         self, port: int, mixer: Mixer, audio: PortAudio, send: Sender, plan: TonePlan
@@ -124,7 +125,7 @@ class FxoChannel(AnalogueChannel):
             detector.reset()
         self._send(HookSet(port=self.port, off_hook=True))
 
-    async def release(self) -> None:
+    async def release(self, cause: str = "normal") -> None:
         if self.seized:
             self.seized = False
             self.awaiting_answer = False

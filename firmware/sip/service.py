@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from firmware.config.schema import SipConfig, SipPeerConfig
+from firmware.sip.calls import SipCallLeg, local_address_towards
 from firmware.sip.message import Request, Response, make_response
 from firmware.sip.stack import Address, SipStack
 from firmware.sip.transaction import ServerTransaction
+from firmware.sip.uri import SipUri
+
+if TYPE_CHECKING:
+    from firmware.calls.control import CallManager
+    from firmware.media.mixer import Mixer
+    from firmware.media.rtp_endpoint import RtpEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +30,26 @@ Handler = Callable[[ServerTransaction, Request, Address], None]
 
 
 class SipService:
-    def __init__(self, site: str) -> None:
+    def __init__(self, site: str, config: SipConfig | None = None, mixer: Mixer | None = None) -> None:
         self.site = site
+        self.config = config or SipConfig()
+        self.mixer = mixer
         self.stack = SipStack(self._on_request)
         self.handlers: dict[str, Handler] = {"OPTIONS": self._options}
         self.requests_by_method: dict[str, int] = {}
+        self.calls: CallManager | None = None
+        self.rtp: RtpEndpoint | None = None
+        self.legs: dict[str, SipCallLeg] = {}  # by Call-ID
+        self.rejected_peers = 0
+        self._leg_counter = 0
+        if mixer is not None:
+            self.handlers.update(INVITE=self._invite, BYE=self._bye, CANCEL=self._cancel)
+
+    def attach(self, calls: CallManager, rtp: RtpEndpoint) -> None:
+        """Calls need call control and media; without them the stack answers OPTIONS only."""
+        self.calls = calls
+        self.rtp = rtp
+        calls.outbound_leg = self.new_outbound_leg
 
     @property
     def allow(self) -> str:
@@ -82,3 +105,78 @@ class SipService:
     @property
     def layer_size(self) -> int:
         return len(self.stack.layer)
+
+    # ----- calls ---------------------------------------------------------------------------
+
+    def peer_for(self, source: Address) -> SipPeerConfig | None:
+        return next((peer for peer in self.config.peers if peer.host == source[0]), None)
+
+    def _reply(self, transaction: ServerTransaction, request: Request, status: int) -> None:
+        response = make_response(request, status)
+        self._finish(response)
+        self.stack.respond(transaction, response)
+
+    def _new_leg(self, peer: SipPeerConfig) -> SipCallLeg:
+        assert self.mixer is not None and self.rtp is not None
+        self._leg_counter += 1
+        host = self.config.media_address or self.stack.local_address[0]
+        if host in ("0.0.0.0", ""):
+            host = local_address_towards(peer.host)
+        return SipCallLeg(
+            f"sip:{peer.name}/{self._leg_counter}", self.mixer, stack=self.stack, rtp=self.rtp, peer=peer,
+            local_host=host, on_dialog=self.register_leg, on_closed=self._leg_closed,
+        )  # fmt: skip
+
+    def _legs_of(self, peer: SipPeerConfig) -> int:
+        return sum(1 for leg in self.legs.values() if leg.peer.name == peer.name)
+
+    def _invite(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
+        headers = request.headers
+        existing = self.legs.get(headers.call_id)
+        if existing is not None:  # a re-INVITE (hold, session refresh): keep the media as it is
+            self._reply(transaction, request, 488 if request.body else 200)
+            return
+        peer = self.peer_for(source)
+        if peer is None or self.calls is None:
+            self.rejected_peers += 1
+            log.warning("event=sip_peer_rejected source=%s:%d", *source)
+            self._reply(transaction, request, 403)
+            return
+        if self._legs_of(peer) >= peer.max_channels:
+            self._reply(transaction, request, 486)
+            return
+        uri = request.uri
+        dialled = uri.user if isinstance(uri, SipUri) and uri.user else ""
+        destination = peer.incoming.get(dialled) or peer.incoming.get("*")
+        if destination is None:
+            self._reply(transaction, request, 404)
+            return
+        leg = self._new_leg(peer)
+        caller = leg.accept_invite(transaction, request, source)
+        self.legs[leg.call_id] = leg
+        self.calls.start_inbound(leg, dialled, caller, destination)
+
+    def new_outbound_leg(self, peer_name: str) -> SipCallLeg | None:
+        peer = next((p for p in self.config.peers if p.name == peer_name), None)
+        if peer is None or self.rtp is None or self._legs_of(peer) >= peer.max_channels:
+            return None
+        return self._new_leg(peer)
+
+    def register_leg(self, leg: SipCallLeg) -> None:
+        self.legs[leg.call_id] = leg
+
+    def _leg_closed(self, leg: SipCallLeg) -> None:
+        if self.legs.get(leg.call_id) is leg:
+            del self.legs[leg.call_id]
+
+    def _bye(self, transaction: ServerTransaction, request: Request, _source: Address) -> None:
+        leg = self.legs.get(request.headers.call_id)
+        self._reply(transaction, request, 200 if leg is not None else 481)
+        if leg is not None:
+            leg.on_bye()
+
+    def _cancel(self, transaction: ServerTransaction, request: Request, _source: Address) -> None:
+        leg = self.legs.get(request.headers.call_id)
+        self._reply(transaction, request, 200 if leg is not None else 481)
+        if leg is not None:
+            leg.on_cancel()

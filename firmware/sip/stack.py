@@ -26,6 +26,7 @@ from firmware.sip.transaction import (
     DeliverTransportError,
     Send,
     ServerTransaction,
+    Terminated,
     TransactionLayer,
 )
 
@@ -104,6 +105,7 @@ class SipStack(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._waiting: dict[int, asyncio.Future[Response]] = {}
+        self._listeners: dict[int, Callable[[Response], None]] = {}
         self.local_address: Address = ("0.0.0.0", 0)
 
     # ----- life cycle ----------------------------------------------------------------------
@@ -209,16 +211,31 @@ class SipStack(asyncio.DatagramProtocol):
         except OSError:
             self.counters.send_errors += 1
 
+    def send_raw(self, data: bytes, destination: Address) -> None:
+        """Outside any transaction: the ACK for a 2xx (RFC 3261 13.2.2.4)."""
+        self._send(data, destination)
+
     def respond(self, transaction: ServerTransaction, response: Response) -> None:
         self._run(self.layer.respond(transaction, Envelope(response), time.monotonic()))
 
-    async def request(self, request: Request, destination: Address) -> Response:
-        """Send a request in a client transaction; the final response (408 on timeout)."""
+    async def request(
+        self,
+        request: Request,
+        destination: Address,
+        on_response: Callable[[Response], None] | None = None,
+    ) -> Response:
+        """Send a request in a client transaction; the final response (408 on timeout).
+
+        `on_response` sees every response of the transaction as it comes: provisionals,
+        the final, and retransmitted 2xx finals (whose ACK the dialog sends again).
+        """
         transaction, actions = self.layer.send_request(
             Envelope(request), destination, time.monotonic()
         )
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._waiting[id(transaction)] = future
+        if on_response is not None:
+            self._listeners[id(transaction)] = on_response
         self._run(actions)
         try:
             return await future
@@ -241,9 +258,17 @@ class SipStack(asyncio.DatagramProtocol):
             elif isinstance(action, DeliverTimeout | DeliverTransportError):
                 timeout = Response(408, "Request Timeout")
                 self._settle(action.transaction, timeout)
+            elif isinstance(action, Terminated):
+                self._listeners.pop(id(action.transaction), None)
         self._arm_timer()
 
     def _settle(self, transaction: object, response: Response) -> None:
+        listener = self._listeners.get(id(transaction))
+        if listener is not None:
+            try:
+                listener(response)
+            except Exception:
+                log.exception("event=sip_response_listener_failed")
         future = self._waiting.get(id(transaction))
         if future is not None and not future.done() and response.status >= 200:
             future.set_result(response)

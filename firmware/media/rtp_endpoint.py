@@ -1,0 +1,511 @@
+"""The RTP media endpoint: SIP call legs' UDP sockets attached to mixer slots.
+
+One `RtpEndpoint` per appliance is added to the mixer. Each SIP leg gets an `RtpLeg`: a UDP
+socket on an even port of the configured range, an `RtpSession` (sans-I/O, in
+`firmware.media.rtp`) and a mixer slot. The work is split so Python runs as little as
+possible per packet:
+
+- per packet (`RtpLeg.datagram_received`): one clock read and `RtpSession.receive`, which
+  unpacks the header and stores the payload bytes in the jitter buffer. Nothing is decoded
+  and nothing is allocated by us; a completed RFC 4733 digit is handed to the loop with
+  `call_soon` (rare);
+- per 20 ms tick (`read_into` / `write_from`, called by the mixer): one jitter-buffer pop per
+  leg and one numpy decode per codec for all legs (`decode_tick`), one numpy encode per codec
+  (`encode_tick`) and one `sendto` per leg;
+- every few ticks: the sessions' timers (a digit whose end packets were lost, inactivity).
+
+The lists the tick walks (sessions, slots, legs) are rebuilt only when a leg opens or
+closes. Ports are handed out from a pool of even ports (RTCP's odd neighbour is kept out of
+other uses by the pairing, though RTCP itself is not sent yet); a port that some other
+program holds is skipped, a freed port goes to the back of the pool so late packets of an
+ended call do not land in the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from firmware.media.codecs import new_codec
+from firmware.media.rtp import (
+    DigitReceived,
+    MediaTimeout,
+    RtpSession,
+    decode_tick,
+    encode_tick,
+)
+
+log = logging.getLogger(__name__)
+
+Address = tuple[Any, ...]  # (host, port) for IPv4, (host, port, flow, scope) for IPv6
+DigitHandler = Callable[["RtpLeg", str], None]
+TimeoutHandler = Callable[["RtpLeg"], None]
+
+# The SIPp instances of the test bench listen here (SIP and media); RTP never takes them.
+SIPP_BENCH_PORTS = frozenset((*range(6000, 6004), *range(6100, 6104)))
+EXPEDITED_FORWARDING_TOS = 0xB8  # DSCP 46 (RFC 3246), what phones and switches expect for voice
+
+_monotonic = time.monotonic
+
+
+class RtpPortsExhaustedError(RuntimeError):
+    """Every port of the RTP range is taken: no more call legs until one ends."""
+
+
+@dataclass(frozen=True, slots=True)
+class RtpPortRange:
+    """The even UDP ports RTP may use: `start` up to `end` (not included), as in the config.
+
+    A port is usable when neither it nor its RTCP neighbour (port + 1) is `excluded`.
+    """
+
+    start: int = 10000
+    end: int = 20000
+    excluded: frozenset[int] = SIPP_BENCH_PORTS
+
+    def __post_init__(self) -> None:
+        if not 1024 <= self.start < self.end <= 65536:
+            raise ValueError(
+                f"RTP ports {self.start}-{self.end}: the range must lie within 1024-65536 "
+                "and end after it starts"
+            )
+
+    def ports(self) -> list[int]:
+        first = self.start + (self.start & 1)
+        return [
+            port
+            for port in range(first, self.end - 1, 2)
+            if port not in self.excluded and port + 1 not in self.excluded
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class RtpLegCounters:
+    """What a leg sent and received, for logs, the call record and the status API."""
+
+    local_port: int
+    packets_in: int
+    bytes_in: int
+    packets_out: int
+    bytes_out: int
+    packets_expected: int
+    packets_lost: int
+    late: int
+    duplicates: int
+    concealed: int
+    underruns: int
+    jitter_ms: float
+    invalid: int
+    unknown_payload: int
+    foreign_source: int
+    ssrc_changes: int
+    unsent: int  # ticks with a packet but no address to send it to yet
+    send_errors: int  # ICMP errors reported by the socket (port unreachable...)
+    timeouts: int
+
+
+def _open_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to (host, port); OSError as bind() raises it."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):  # best effort: not every network honours it
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, EXPEDITED_FORWARDING_TOS)
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_TCLASS, EXPEDITED_FORWARDING_TOS)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class RtpPortPool:
+    """Even ports for RTP legs: taken in order, a freed one queued at the back."""
+
+    def __init__(self, port_range: RtpPortRange) -> None:
+        self.port_range = port_range
+        self._free: deque[int] = deque(port_range.ports())
+        self._taken: set[int] = set()
+        self.skipped_in_use = 0  # binds refused because another program holds the port
+
+    @property
+    def free_count(self) -> int:
+        return len(self._free)
+
+    @property
+    def taken(self) -> frozenset[int]:
+        return frozenset(self._taken)
+
+    def bind(self, host: str) -> tuple[socket.socket, int]:
+        """A socket on the next port that binds; a port in use elsewhere stays in the pool."""
+        ipaddress.ip_address(host)  # a hostname here is a configuration mistake: raise early
+        for _attempt in range(len(self._free)):
+            port = self._free.popleft()
+            try:
+                sock = _open_socket(host, port)
+            except OSError as error:
+                self._free.append(port)
+                if error.errno == errno.EADDRINUSE:
+                    self.skipped_in_use += 1
+                    continue
+                raise
+            self._taken.add(port)
+            return sock, port
+        range_ = self.port_range
+        raise RtpPortsExhaustedError(
+            f"no free RTP port in {range_.start}-{range_.end} ({len(self._taken)} legs open)"
+        )
+
+    def release(self, port: int) -> None:
+        if port not in self._taken:
+            raise ValueError(f"RTP port {port} is not taken")
+        self._taken.remove(port)
+        self._free.append(port)
+
+
+class RtpLeg(asyncio.DatagramProtocol):
+    """One SIP leg's media: its socket (this object is the socket's protocol), its RTP
+    session and its mixer slot. Made by `RtpEndpoint.open_leg`, ended by `close_leg`.
+
+    `context` is free for the owner (the SIP channel) to find its way back from callbacks.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_endpoint",
+        "_loop",
+        "_receive",
+        "active",
+        "context",
+        "held",
+        "local_host",
+        "local_port",
+        "on_digit",
+        "on_timeout",
+        "port_released",
+        "send_errors",
+        "session",
+        "slot",
+        "timeouts",
+        "transport",
+        "unsent",
+    )
+
+    def __init__(
+        self,
+        endpoint: RtpEndpoint,
+        slot: int,
+        session: RtpSession,
+        local_host: str,
+        local_port: int,
+        on_digit: DigitHandler | None,
+        on_timeout: TimeoutHandler | None,
+        active: bool,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._endpoint = endpoint
+        self._loop = loop
+        self.slot = slot
+        self.session = session
+        self._receive = session.receive  # bound once: the per-packet path skips a lookup
+        self.local_host = local_host
+        self.local_port = local_port
+        self.on_digit = on_digit
+        self.on_timeout = on_timeout
+        self.active = active
+        self.held = False
+        self.context: object = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self._closed: asyncio.Future[None] = loop.create_future()
+        self.port_released = False
+        self.send_errors = 0
+        self.unsent = 0
+        self.timeouts = 0
+
+    # ----- the socket's protocol (the per-packet path) -----------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        digits = self._receive(data, addr, _monotonic())
+        if digits:
+            self._loop.call_soon(self._report, digits)
+
+    def error_received(self, exc: Exception) -> None:
+        self.send_errors += 1  # ICMP port unreachable: the far end went away, inactivity tells
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._endpoint._forget(self)  # a socket that died on its own sends no more
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    # ----- control (signalling calls these) ------------------------------------------------
+
+    @property
+    def remote(self) -> Address | None:
+        """Where packets go now: the learnt source under symmetric RTP, else the SDP address."""
+        return self.session.remote_address
+
+    def set_remote(self, address: Address | None) -> None:
+        """The far end's SDP address changed (answer, re-INVITE): learn the source again."""
+        self.session.set_remote(address)
+
+    def set_codec(
+        self, codec_name: str, payload_type: int, telephone_event_pt: int | None = None
+    ) -> None:
+        """A renegotiated codec (re-INVITE); G.722 gets a fresh coder state."""
+        self.session.set_codec(new_codec(codec_name), payload_type, telephone_event_pt)
+        self._endpoint._topology_changed()
+
+    def hold(self, held: bool) -> None:
+        """Held: send nothing and do not watch for inactivity (the far end may go quiet).
+        Resumed: send again and count inactivity from now."""
+        self.held = held
+        self.session.sending = not held
+        if not held:
+            self.session.restart_inactivity(_monotonic())
+
+    def set_active(self, active: bool) -> None:
+        """Active (answered): silence from the far end counts as inactivity, from now on."""
+        self.active = active
+        if active:
+            self.session.restart_inactivity(_monotonic())
+
+    def send_digits(self, digits: str, *, duration_ms: int = 100, gap_ms: int = 60) -> None:
+        """Queue digits to go out as RFC 4733 events ('!' is a flash); ValueError on a bad
+        digit, RuntimeError when the far end did not accept telephone-event."""
+        self.session.send_digits(digits, duration_ms=duration_ms, gap_ms=gap_ms)
+
+    @property
+    def counters(self) -> RtpLegCounters:
+        session = self.session
+        report = session.reception_report()
+        return RtpLegCounters(
+            local_port=self.local_port,
+            packets_in=session.packets_received,
+            bytes_in=session.bytes_received,
+            packets_out=session.packets_sent - self.unsent,
+            bytes_out=session.bytes_sent,
+            packets_expected=report.packets_expected,
+            packets_lost=report.packets_lost,
+            late=report.late,
+            duplicates=report.duplicates,
+            concealed=report.concealed,
+            underruns=report.underruns,
+            jitter_ms=report.jitter_ms,
+            invalid=report.invalid,
+            unknown_payload=session.unknown_payload,
+            foreign_source=report.foreign_source,
+            ssrc_changes=session.ssrc_changes,
+            unsent=self.unsent,
+            send_errors=self.send_errors,
+            timeouts=self.timeouts,
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.done()
+
+    # ----- reports (on the loop, outside the packet path and the tick) ----------------------
+
+    def _report(self, reports: Iterable[DigitReceived | MediaTimeout]) -> None:
+        for report in reports:
+            try:
+                if isinstance(report, DigitReceived):
+                    if self.on_digit is not None:
+                        self.on_digit(self, report.digit)
+                elif self.on_timeout is not None:
+                    self.on_timeout(self)
+            except Exception:
+                log.exception("event=rtp_callback_failed port=%d", self.local_port)
+
+    def __repr__(self) -> str:
+        return f"<RtpLeg port={self.local_port} slot={self.slot} remote={self.remote}>"
+
+
+class RtpEndpoint:
+    """Every SIP leg's media, as one endpoint of the mixer (`mixer.add_endpoint(endpoint)`).
+
+    `on_digit(leg, digit)` and `on_timeout(leg)` are the defaults for legs that do not bring
+    their own; both run on the loop via `call_soon`, never inside a packet or a tick.
+    `inactivity_timeout` (seconds, None: never) applies to active legs that are not held;
+    `timers_every_ticks` sets how often the sessions' timers run (5 ticks: every 100 ms).
+    """
+
+    def __init__(
+        self,
+        port_range: RtpPortRange | None = None,
+        *,
+        symmetric: bool = True,
+        inactivity_timeout: float | None = 30.0,
+        on_digit: DigitHandler | None = None,
+        on_timeout: TimeoutHandler | None = None,
+        timers_every_ticks: int = 5,
+    ) -> None:
+        self.ports = RtpPortPool(port_range or RtpPortRange())
+        self.symmetric = symmetric
+        self.inactivity_timeout = inactivity_timeout
+        self.on_digit = on_digit
+        self.on_timeout = on_timeout
+        self.timers_every_ticks = max(1, timers_every_ticks)
+        self._legs: list[RtpLeg] = []
+        self._tick_legs: list[RtpLeg] = []  # a snapshot of _legs aligned with the lists below
+        self._sessions: list[RtpSession] = []
+        self._rows: list[int] = []
+        self._sends: list[Callable[[bytes, Address], None]] = []
+        self._ticks = 0
+
+    @property
+    def legs(self) -> tuple[RtpLeg, ...]:
+        return tuple(self._legs)
+
+    # ----- legs ----------------------------------------------------------------------------
+
+    async def open_leg(
+        self,
+        slot: int,
+        local_host: str,
+        codec_name: str,
+        payload_type: int,
+        telephone_event_pt: int | None = None,
+        remote: Address | None = None,
+        *,
+        on_digit: DigitHandler | None = None,
+        on_timeout: TimeoutHandler | None = None,
+        active: bool = True,
+    ) -> RtpLeg:
+        """A leg on the next free even port of `local_host` (an IP address), feeding `slot`.
+
+        `remote` None: nothing is sent until the far end's address is set or, with symmetric
+        RTP, learnt from its first packet. `active` False (a leg still ringing) is not
+        watched for inactivity until `leg.set_active(True)`.
+        Raises RtpPortsExhaustedError, CodecUnavailableError, ValueError (host), OSError.
+        """
+        loop = asyncio.get_running_loop()
+        codec = new_codec(codec_name)
+        now = _monotonic()
+        session = RtpSession(
+            codec=codec,
+            payload_type=payload_type,
+            telephone_event_pt=telephone_event_pt,
+            remote_address=remote,
+            symmetric=self.symmetric,
+            inactivity_timeout=self.inactivity_timeout,
+            now=now,
+        )
+        sock, port = self.ports.bind(local_host)
+        leg = RtpLeg(
+            self,
+            slot,
+            session,
+            local_host,
+            port,
+            on_digit if on_digit is not None else self.on_digit,
+            on_timeout if on_timeout is not None else self.on_timeout,
+            active,
+            loop,
+        )
+        try:
+            await loop.create_datagram_endpoint(lambda: leg, sock=sock)
+        except BaseException:
+            sock.close()
+            self.ports.release(port)
+            raise
+        self._legs.append(leg)
+        self._topology_changed()
+        log.debug("event=rtp_leg_open port=%d slot=%d codec=%s", port, slot, codec_name)
+        return leg
+
+    async def close_leg(self, leg: RtpLeg) -> None:
+        """Stop the leg's media, close its socket and give its port back (idempotent)."""
+        self._forget(leg)
+        transport = leg.transport
+        if transport is None or leg.port_released:
+            return
+        leg.port_released = True
+        transport.close()
+        # The socket really closes on a later loop iteration: wait, so the port can be bound
+        # again as soon as it is back in the pool.
+        await asyncio.wait_for(asyncio.shield(leg._closed), timeout=5.0)
+        self.ports.release(leg.local_port)
+        log.debug("event=rtp_leg_closed port=%d counters=%s", leg.local_port, leg.counters)
+
+    async def close(self) -> None:
+        """Close every leg (shutdown)."""
+        for leg in list(self._legs):
+            await self.close_leg(leg)
+
+    def _forget(self, leg: RtpLeg) -> None:
+        if leg in self._legs:
+            self._legs.remove(leg)
+            self._topology_changed()
+
+    def _topology_changed(self) -> None:
+        legs = self._legs
+        self._tick_legs = list(legs)
+        self._sessions = [leg.session for leg in legs]
+        self._rows = [leg.slot for leg in legs]
+        self._sends = [leg.transport.sendto for leg in legs]  # type: ignore[union-attr]
+
+    # ----- the mixer's side (once per 20 ms tick) -------------------------------------------
+
+    def read_into(self, inputs: np.ndarray) -> None:
+        if self._sessions:
+            decode_tick(self._sessions, self._rows, inputs)
+
+    def write_from(self, outputs: np.ndarray) -> None:
+        sessions = self._sessions
+        if not sessions:
+            return
+        packets = encode_tick(sessions, self._rows, outputs)
+        for leg, session, send, packet in zip(
+            self._tick_legs, sessions, self._sends, packets, strict=True
+        ):
+            if packet is None:
+                continue
+            address = session.learned_remote
+            if address is None:
+                address = session.signalled_remote
+                if address is None:
+                    leg.unsent += 1  # an offer not answered yet: nowhere to send
+                    continue
+            send(packet, address)
+        self._ticks += 1
+        if self._ticks % self.timers_every_ticks == 0:
+            self._run_timers()
+
+    def _run_timers(self) -> None:
+        """Digits whose end was lost, and inactivity of active legs that are not held."""
+        now = _monotonic()
+        for leg in self._legs:
+            session = leg.session
+            if leg.active and not leg.held:
+                reports: tuple[DigitReceived | MediaTimeout, ...] = session.poll(now)
+            else:
+                digit = session.events.poll(now)
+                reports = (digit,) if digit is not None else ()
+            if reports:
+                for report in reports:
+                    if isinstance(report, MediaTimeout):
+                        leg.timeouts += 1
+                        log.info(
+                            "event=rtp_timeout port=%d silent_s=%.1f",
+                            leg.local_port,
+                            report.silent_for,
+                        )
+                leg._loop.call_soon(leg._report, reports)

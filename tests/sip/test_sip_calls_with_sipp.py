@@ -1,0 +1,143 @@
+"""Calls over SIP through the appliance, with SIPp as the provider (an independent peer)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import Pbx, office_config, start_pbx
+
+from firmware.calls.cdr import Direction, Disposition
+from firmware.calls.lifecycle import LegState
+from firmware.selftest import test_tone as make_tone
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+SIPP = shutil.which("sipp")
+pytestmark = pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed")
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def start_sipp(*args: str) -> asyncio.subprocess.Process:
+    assert SIPP is not None
+    return await asyncio.create_subprocess_exec(
+        SIPP, *args, "-i", "127.0.0.1", "-nostdin", "-timeout", "20s", "-timeout_error",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+
+
+async def finish(process: asyncio.subprocess.Process, timeout: float = 25.0) -> tuple[int, str]:
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        output, _ = await process.communicate()
+    return process.returncode or 0, output.decode(errors="replace")[-3000:]
+
+
+@pytest.fixture
+def uas_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def pbx_config(uas_port: int) -> str:
+    return office_config(
+        f"""
+[sip]
+listen = "127.0.0.1:0"
+rtp_ports = [30000, 30200]
+
+[[sip.peers]]
+name = "provider"
+host = "127.0.0.1"
+port = {uas_port}
+allow_tandem = true
+incoming = {{ "201" = "201", "2100" = "201,202", "b2b" = "peer:provider" }}
+"""
+    )
+
+
+@pytest.fixture
+async def sip_pbx(pbx_config: str, data_dir: Path) -> Pbx:
+    pbx = await start_pbx(pbx_config, data_dir)
+    try:
+        yield pbx
+    finally:
+        await pbx.app.stop()
+
+
+def target(pbx: Pbx) -> str:
+    host, port = pbx.app.sip.stack.local_address
+    return f"{host}:{port}"
+
+
+async def test_provider_call_rings_the_extension_and_speech_passes_both_ways(sip_pbx: Pbx) -> None:
+    reception = sip_pbx.phone("201")
+    uac = await start_sipp(target(sip_pbx), "-sf", str(SCENARIOS / "uac_call.xml"), "-s", "201", "-m", "1",
+                           "-p", str(free_port()), "-mp", str(free_port()), "-rtp_echo")  # fmt: skip
+    ringing = await reception.wait_ringing(5.0)
+    assert ringing.caller_number == "212345678"
+    assert ringing.caller_name == "City Caller"
+    reception.off_hook()
+    await sip_pbx.wait_state("201", LegState.CONNECTED)
+    # SIPp echoes our RTP: a tone said on the handset comes back through the SIP leg only if
+    # audio passes appliance -> SIPp and SIPp -> appliance.
+    mark = reception.mark()
+    reception.say(make_tone(1004, 600))
+    assert await sip_pbx.hears(reception, (1004.0,), since=mark, timeout=2.0), "no audio back from SIPp"
+    code, output = await finish(uac)
+    assert code == 0, output
+    assert await sip_pbx.hears(reception, "busy"), "the provider hung up: the extension hears busy"
+    reception.on_hook()
+    record = await sip_pbx.last_record()
+    assert record.direction == Direction.INCOMING
+    assert record.disposition == Disposition.ANSWERED
+    assert (record.caller_number, record.dialled, record.answered_extension) == ("212345678", "201", "201")
+    assert record.line == "provider"
+    assert sip_pbx.app.sip.legs == {}
+
+
+async def test_unknown_peer_is_refused_with_403(sip_pbx: Pbx, data_dir: Path) -> None:
+    sip_pbx.app.sip.config = sip_pbx.app.sip.config.model_copy(update={"peers": ()})
+    uac = await start_sipp(target(sip_pbx), "-sn", "uac", "-s", "201", "-m", "1", "-p", str(free_port()))
+    code, output = await finish(uac)
+    assert code != 0, output
+    assert sip_pbx.app.sip.rejected_peers == 1
+
+
+async def test_sip_call_to_a_busy_extension_gets_486(sip_pbx: Pbx) -> None:
+    reception = sip_pbx.phone("201")
+    reception.off_hook()
+    await sip_pbx.wait_state("201", LegState.DIALLING)
+    uac = await start_sipp(target(sip_pbx), "-sf", str(SCENARIOS / "uac_call.xml"), "-s", "201", "-m", "1",
+                           "-p", str(free_port()), "-mp", str(free_port()))  # fmt: skip
+    code, output = await finish(uac)
+    assert code != 0, output  # SIPp counts a call that got 486 as failed
+    reception.on_hook()
+    record = await sip_pbx.last_record()
+    assert record.disposition == Disposition.BUSY
+
+
+async def test_call_between_two_sipp_peers_is_bridged_through_the_appliance(sip_pbx: Pbx, uas_port: int) -> None:
+    uas = await start_sipp("-sn", "uas", "-p", str(uas_port), "-m", "1")
+    await asyncio.sleep(0.3)
+    uac = await start_sipp(target(sip_pbx), "-sn", "uac", "-s", "b2b", "-m", "1", "-p", str(free_port()),
+                           "-d", "500")  # fmt: skip
+    uac_code, uac_output = await finish(uac)
+    uas_code, uas_output = await finish(uas)
+    assert uac_code == 0, uac_output
+    assert uas_code == 0, uas_output
+    await sip_pbx.wait_idle()
+    record = (await sip_pbx.records(1))[0]
+    assert record.disposition == Disposition.ANSWERED
+    assert record.destination_kind == "tandem"
+    assert sip_pbx.app.mixer.slots_in_use == 0
+    assert sip_pbx.app.sip.legs == {}
