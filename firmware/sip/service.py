@@ -66,7 +66,10 @@ class SipService:
     ) -> None:
         method = request.method
         self.requests_by_method[method] = self.requests_by_method.get(method, 0) + 1
-        if transaction is None:  # an ACK for a 2xx: belongs to a dialog (none yet)
+        if method == "ACK" or transaction is None:  # an ACK for a 2xx belongs to its dialog
+            leg = self.legs.get(request.headers.call_id)
+            if leg is not None and method == "ACK":
+                leg.on_ack()
             return
         handler = self.handlers.get(method)
         if handler is not None:
