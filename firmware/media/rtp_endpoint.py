@@ -39,6 +39,7 @@ import numpy as np
 
 from firmware.media.codecs import new_codec
 from firmware.media.rtp import (
+    HEADER_SIZE,
     DigitReceived,
     MediaTimeout,
     RtpSession,
@@ -111,7 +112,7 @@ class RtpLegCounters:
     foreign_source: int
     ssrc_changes: int
     unsent: int  # ticks with a packet but no address to send it to yet
-    send_errors: int  # ICMP errors reported by the socket (port unreachable...)
+    send_errors: int  # ICMP errors (port unreachable...) and refused sends
     timeouts: int
 
 
@@ -131,6 +132,13 @@ def _open_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+def _check_address(address: Address | None) -> None:
+    if address is not None:
+        ipaddress.ip_address(address[0])
+        if not 0 < address[1] < 65536:
+            raise ValueError(f"RTP port {address[1]} is outside 1-65535")
 
 
 class RtpPortPool:
@@ -189,6 +197,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         "_endpoint",
         "_loop",
         "_receive",
+        "_slot",
         "active",
         "context",
         "held",
@@ -199,10 +208,10 @@ class RtpLeg(asyncio.DatagramProtocol):
         "port_released",
         "send_errors",
         "session",
-        "slot",
         "timeouts",
         "transport",
         "unsent",
+        "unsent_bytes",
     )
 
     def __init__(
@@ -219,7 +228,7 @@ class RtpLeg(asyncio.DatagramProtocol):
     ) -> None:
         self._endpoint = endpoint
         self._loop = loop
-        self.slot = slot
+        self._slot = slot
         self.session = session
         self._receive = session.receive  # bound once: the per-packet path skips a lookup
         self.local_host = local_host
@@ -234,6 +243,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         self.port_released = False
         self.send_errors = 0
         self.unsent = 0
+        self.unsent_bytes = 0
         self.timeouts = 0
 
     # ----- the socket's protocol (the per-packet path) -----------------------------------
@@ -257,12 +267,27 @@ class RtpLeg(asyncio.DatagramProtocol):
     # ----- control (signalling calls these) ------------------------------------------------
 
     @property
+    def slot(self) -> int:
+        """The mixer slot this leg's audio goes into and comes from."""
+        return self._slot
+
+    @slot.setter
+    def slot(self, slot: int) -> None:
+        """Move the leg to another slot (call control re-attaching it): from the next tick."""
+        self._slot = slot
+        self._endpoint._topology_changed()
+
+    @property
     def remote(self) -> Address | None:
         """Where packets go now: the learnt source under symmetric RTP, else the SDP address."""
         return self.session.remote_address
 
     def set_remote(self, address: Address | None) -> None:
-        """The far end's SDP address changed (answer, re-INVITE): learn the source again."""
+        """The far end's SDP address changed (answer, re-INVITE): learn the source again.
+
+        An IP address only (ValueError otherwise): a host name would be resolved, blocking,
+        inside the mixer tick."""
+        _check_address(address)
         self.session.set_remote(address)
 
     def set_codec(
@@ -270,7 +295,6 @@ class RtpLeg(asyncio.DatagramProtocol):
     ) -> None:
         """A renegotiated codec (re-INVITE); G.722 gets a fresh coder state."""
         self.session.set_codec(new_codec(codec_name), payload_type, telephone_event_pt)
-        self._endpoint._topology_changed()
 
     def hold(self, held: bool) -> None:
         """Held: send nothing and do not watch for inactivity (the far end may go quiet).
@@ -300,7 +324,7 @@ class RtpLeg(asyncio.DatagramProtocol):
             packets_in=session.packets_received,
             bytes_in=session.bytes_received,
             packets_out=session.packets_sent - self.unsent,
-            bytes_out=session.bytes_sent,
+            bytes_out=session.bytes_sent - self.unsent_bytes,
             packets_expected=report.packets_expected,
             packets_lost=report.packets_lost,
             late=report.late,
@@ -394,9 +418,11 @@ class RtpEndpoint:
         `remote` None: nothing is sent until the far end's address is set or, with symmetric
         RTP, learnt from its first packet. `active` False (a leg still ringing) is not
         watched for inactivity until `leg.set_active(True)`.
-        Raises RtpPortsExhaustedError, CodecUnavailableError, ValueError (host), OSError.
+        Raises RtpPortsExhaustedError, CodecUnavailableError, ValueError (a host or remote
+        that is not an IP address), OSError.
         """
         loop = asyncio.get_running_loop()
+        _check_address(remote)
         codec = new_codec(codec_name)
         now = _monotonic()
         session = RtpSession(
@@ -483,8 +509,12 @@ class RtpEndpoint:
                 address = session.signalled_remote
                 if address is None:
                     leg.unsent += 1  # an offer not answered yet: nowhere to send
+                    leg.unsent_bytes += len(packet) - HEADER_SIZE
                     continue
-            send(packet, address)
+            try:
+                send(packet, address)
+            except (OSError, TypeError, ValueError):  # a bad address must not stop the others
+                leg.send_errors += 1
         self._ticks += 1
         if self._ticks % self.timers_every_ticks == 0:
             self._run_timers()

@@ -259,6 +259,20 @@ async def test_a_renegotiated_codec_keeps_the_speech_path(media) -> None:
         assert tone_present(phone_a.heard_audio(0, PCMU)[5 * FRAME_SAMPLES :], (1400,), 0.95)
 
 
+async def test_a_leg_moved_to_another_slot_carries_its_audio_there(media) -> None:
+    mixer, endpoint = media
+    with phones((PCMU, 0), (PCMU, 0)) as (phone_a, phone_b):
+        leg_a, leg_b = await bridged_legs(mixer, endpoint, phone_a, phone_b, "PCMU", "PCMU")
+        old_slot = leg_a.slot
+        new_slot = mixer.allocate("sip-a again")
+        leg_a.slot = new_slot  # call control re-attaches the leg (a transfer, say)
+        mixer.release(old_slot)
+        mixer.connect(new_slot, leg_b.slot)
+        await talk(mixer, [(phone_a, leg_a, sine(1004, 30)), (phone_b, leg_b, sine(1400, 30))])
+        assert tone_present(phone_b.heard_audio(0, PCMU)[5 * FRAME_SAMPLES :], (1004,), 0.95)
+        assert tone_present(phone_a.heard_audio(0, PCMU)[5 * FRAME_SAMPLES :], (1400,), 0.95)
+
+
 async def test_a_held_leg_sends_nothing_until_resumed(media) -> None:
     mixer, endpoint = media
     with phones((PCMU, 0), (PCMU, 0)) as (phone_a, phone_b):
@@ -385,7 +399,10 @@ async def test_symmetric_rtp_sends_to_where_the_far_end_speaks_from(media) -> No
         leg = await endpoint.open_leg(mixer.allocate("a"), HOST, "PCMU", 0, EVENT_PT, None)
         for _ in range(3):
             mixer.tick()
-        assert leg.counters.unsent == 3 and leg.counters.packets_out == 0
+        counters = leg.counters
+        assert counters.unsent == 3 and counters.packets_out == 0 and counters.bytes_out == 0
+        with pytest.raises(ValueError):
+            leg.set_remote(("phone.example", 4000))  # would be resolved inside the tick
         leg.set_remote(decoy.address)  # what SDP says (a NAT in between, say)
         mixer.tick()
         await asyncio.sleep(0.02)
