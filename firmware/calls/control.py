@@ -791,6 +791,14 @@ class CallManager:
         assert draft is not None
         found = self._free_line(plan.line_groups)
         if found is None:
+            trunks = [
+                (peer, group.name)
+                for name in plan.line_groups
+                if (group := self.config.line_group(name)) is not None
+                for peer in group.sip_peers
+            ]
+            if trunks:
+                await self._call_out_sip(session, caller, plan.number, trunks)
             await self._reject(
                 session, caller, "congestion", Disposition.CONGESTION, "no_free_line"
             )
@@ -898,16 +906,38 @@ class CallManager:
         draft = session.draft
         assert draft is not None
         peer, _, number = destination.removeprefix("peer:").partition("/")
-        number = number or dialled
-        out = self.outbound_leg(peer) if self.outbound_leg is not None else None
-        if out is None:
-            await self._reject(session, caller, "congestion", Disposition.CONGESTION, "no_free_channel")
-        assert out is not None
+        draft.called_extension = None
+        draft.destination_kind = "tandem"
+        await self._call_out_sip(session, caller, number or dialled, [(peer, "")])
+
+    async def _call_out_sip(
+        self, session: CallSession, caller: Channel, number: str, trunks: list[tuple[str, str]]
+    ) -> None:
+        """Try each (peer, line group) in order: busy is final, any other failure fails over."""
+        draft = session.draft
+        assert draft is not None
+        cause = "no_free_channel"
+        for peer, group in trunks:
+            out = self.outbound_leg(peer) if self.outbound_leg is not None else None
+            if out is None:
+                continue
+            draft.line, draft.line_group = peer, group or None
+            cause = await self._sip_attempt(session, caller, out, number)
+            if cause == "busy":
+                await self._reject(session, caller, "busy", Disposition.BUSY, "busy")
+            log.info("event=trunk_failover call=%d peer=%s cause=%s", session.id, peer, cause)
+        disposition = Disposition.NO_ANSWER if cause == "no_answer" else Disposition.CONGESTION
+        await self._reject(session, caller, "congestion", disposition, cause)
+
+    async def _sip_attempt(self, session: CallSession, caller: Channel, out: Channel, number: str) -> str:
+        """One outgoing SIP leg: returns the failure cause; an answered call ends the call."""
+        draft = session.draft
+        assert draft is not None
         out.handler = self._on_event
         self._claim(session, out)
         out.set_state(LegState.DIALLING)
-        draft.called_extension = None
-        draft.destination_kind = "tandem"
+        if caller.role == Role.EXTENSION:
+            caller.set_state(LegState.CALLING)
         await out.dial(number)
         while True:
             item = await self._wait(session, None)
@@ -919,17 +949,20 @@ class CallManager:
             if channel is not out:
                 continue
             if event.kind == EventKind.RINGING:
+                if caller.role == Role.EXTENSION:
+                    caller.play("ringback")
                 await caller.indicate_ringing()
             elif event.kind == EventKind.ANSWERED:
+                caller.stop_sound()
                 await caller.seize()
                 draft.answered()
                 await self._connected(session, caller, out)
-                return
             elif event.kind == EventKind.FAR_END_CLEARED:
-                outcome = {"busy": Disposition.BUSY, "no_answer": Disposition.NO_ANSWER}.get(event.value, Disposition.FAILED)
+                caller.stop_sound()
                 self._let_go(session, out)
+                await out.release(event.value)
                 out.set_state(LegState.IDLE)
-                await self._reject(session, caller, "busy", outcome, event.value or "failed")
+                return event.value or "failed"
 
     # ----- incoming on a line ------------------------------------------------------------
 

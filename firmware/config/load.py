@@ -261,6 +261,10 @@ def cross_check(config: Config) -> Iterator[str]:
 
 def _sip_checks(config: Config, numbers: dict[str, str]) -> Iterator[str]:
     peers = {peer.name: peer for peer in config.sip.peers}
+    for index, group in enumerate(config.line_groups):
+        for name in group.sip_peers:
+            if name not in peers:
+                yield f"line_groups[{index}].sip_peers: no SIP peer named {name!r} in [[sip.peers]]"
     low, high = config.sip.rtp_ports
     if not 1024 <= low < high <= 65535:
         yield f"sip.rtp_ports: {low}-{high} must be a range within 1024-65535"

@@ -165,8 +165,12 @@ class ClassOfServiceConfig(Section):
 
 
 class LineGroupConfig(Section):
+    """Outside lines reached by one access code: city lines (`[[lines]]` naming the group)
+    and, tried in order when no city line of the group is free, SIP peers (failover)."""
+
     name: Name
     access_code: DialCode
+    sip_peers: tuple[Name, ...] = ()
 
 
 class LineConfig(Section):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -332,6 +333,22 @@ class SipCallLeg(Channel):
 
     async def dial_done(self) -> None:
         return None
+
+
+def acceptable_offer(body: bytes, codecs: tuple[str, ...]) -> bool:
+    """Can we answer this SDP offer (a common codec, an IP address to send to)?
+
+    Checked before the call is routed, so a bad offer gets 488 instead of ringing phones.
+    A missing offer (late offer in the ACK) is not supported yet.
+    """
+    try:
+        offer = parse_sdp(body)
+        answer = make_answer(offer, LocalSdpSession("127.0.0.1"), port=9, codecs=list(codecs))
+        params = negotiated(offer, answer, local_is_offerer=False)
+        ipaddress.ip_address(params.remote_address)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _with_tag(header: str, tag: str) -> str:

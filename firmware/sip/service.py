@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from firmware.config.schema import SipConfig, SipPeerConfig
-from firmware.sip.calls import SipCallLeg, local_address_towards
+from firmware.sip.calls import SipCallLeg, acceptable_offer, local_address_towards
 from firmware.sip.message import Request, Response, make_response
 from firmware.sip.stack import Address, SipStack
 from firmware.sip.transaction import ServerTransaction
@@ -153,6 +153,9 @@ class SipService:
         destination = peer.incoming.get(dialled) or peer.incoming.get("*")
         if destination is None:
             self._reply(transaction, request, 404)
+            return
+        if not acceptable_offer(request.body, peer.codecs):
+            self._reply(transaction, request, 488)
             return
         leg = self._new_leg(peer)
         caller = leg.accept_invite(transaction, request, source)

@@ -28,7 +28,7 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 async def start_sipp(*args: str) -> asyncio.subprocess.Process:
     assert SIPP is not None
     return await asyncio.create_subprocess_exec(
-        SIPP, *args, "-i", "127.0.0.1", "-nostdin", "-timeout", "20s", "-timeout_error",
+        SIPP, "-i", "127.0.0.1", *args, "-nostdin", "-timeout", "20s", "-timeout_error",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
 
@@ -141,3 +141,68 @@ async def test_call_between_two_sipp_peers_is_bridged_through_the_appliance(sip_
     assert record.destination_kind == "tandem"
     assert sip_pbx.app.mixer.slots_in_use == 0
     assert sip_pbx.app.sip.legs == {}
+
+
+@pytest.fixture
+def trunk_ports() -> tuple[int, int]:
+    return free_port(), free_port()
+
+
+@pytest.fixture
+def trunk_config(trunk_ports: tuple[int, int]) -> str:
+    down, up = trunk_ports
+    text = office_config(
+        f"""
+[sip]
+listen = "127.0.0.1:0"
+rtp_ports = [30200, 30400]
+
+[[sip.peers]]
+name = "provider_a"
+host = "127.0.0.1"
+port = {down}
+
+[[sip.peers]]
+name = "provider_b"
+host = "127.0.0.2"
+port = {up}
+"""
+    )
+    return text.replace(
+        '[[line_groups]]\nname = "city"\naccess_code = "9"\n',
+        '[[line_groups]]\nname = "city"\naccess_code = "9"\n\n'
+        '[[line_groups]]\nname = "voip"\naccess_code = "8"\nsip_peers = ["provider_a", "provider_b"]\n',
+    ).replace('line_groups = ["city"]', 'line_groups = ["city", "voip"]')
+
+
+async def test_extension_calls_out_over_a_sip_trunk_with_failover(trunk_config: str, trunk_ports, data_dir) -> None:
+    """Provider A is down (503): the call fails over to provider B, which answers and echoes."""
+    down, up = trunk_ports
+    pbx = await start_pbx(trunk_config, data_dir)
+    refusing = await start_sipp("-sf", str(SCENARIOS / "uas_refuse.xml"), "-p", str(down), "-m", "1")
+    answering = await start_sipp("-sn", "uas", "-p", str(up), "-m", "1", "-mp", str(free_port()), "-rtp_echo",
+                                 "-i", "127.0.0.2")  # fmt: skip
+    try:
+        await asyncio.sleep(0.3)
+        sales = pbx.phone("202")
+        sales.off_hook()
+        await pbx.wait_state("202", LegState.DIALLING)
+        await sales.dial("8212345678")
+        await pbx.wait_state("202", LegState.CONNECTED, timeout=5.0)
+        mark = sales.mark()
+        sales.say(make_tone(1004, 600))
+        assert await pbx.hears(sales, (1004.0,), since=mark, timeout=2.0), "no audio back through the trunk"
+        sales.on_hook()
+        record = await pbx.last_record()
+        assert record.direction == Direction.OUTGOING
+        assert record.disposition == Disposition.ANSWERED
+        assert (record.line, record.line_group, record.destination_kind) == ("provider_b", "voip", "local")
+        code_a, output_a = await finish(refusing)
+        assert code_a == 0, output_a
+        code_b, output_b = await finish(answering)
+        assert code_b == 0, output_b
+    finally:
+        await pbx.app.stop()
+        for process in (refusing, answering):
+            if process.returncode is None:
+                process.kill()
