@@ -124,10 +124,24 @@ class SipCallLeg(Channel):
         if media is not None:
             asyncio.get_running_loop().create_task(self.rtp.close_leg(media))
 
-    async def _open_media(self, codec: str, payload_type: int, event_pt: int | None, remote: Address | None) -> RtpLeg:
+    async def _open_media(
+        self, codec: str, payload_type: int, event_pt: int | None, remote: Address | None, *, active: bool
+    ) -> RtpLeg:
+        """RTP on this leg's mixer slot. `active`: watched for silence (a vanished far end)."""
         assert self.slot is not None, "a leg gets media only while it is active"
-        self.media = await self.rtp.open_leg(self.slot, self.local_host, codec, payload_type, event_pt, remote)
+        self.media = await self.rtp.open_leg(
+            self.slot, self.local_host, codec, payload_type, event_pt, remote,
+            on_digit=self._on_digit, on_timeout=self._on_media_timeout, active=active,
+        )  # fmt: skip
         return self.media
+
+    def _on_digit(self, _media: RtpLeg, digit: str) -> None:
+        self.emit(ChannelEvent(EventKind.DIGIT, digit))
+
+    def _on_media_timeout(self, _media: RtpLeg) -> None:
+        """No RTP for the endpoint's inactivity time: the far end has gone without a BYE."""
+        log.warning("event=sip_media_timeout leg=%s call_id=%s", self.name, self.call_id)
+        self.emit(ChannelEvent(EventKind.FAR_END_CLEARED, "media_timeout"))
 
     # ----- inbound -----------------------------------------------------------------------
 
@@ -173,7 +187,9 @@ class SipCallLeg(Channel):
         port_placeholder = 9  # replaced once the RTP socket is bound
         answer = make_answer(offer, self.sdp, port=port_placeholder, codecs=codecs)
         params = negotiated(offer, answer, local_is_offerer=False)
-        media = await self._open_media(params.codec, params.payload_type, params.telephone_event_pt, params.remote)
+        media = await self._open_media(
+            params.codec, params.payload_type, params.telephone_event_pt, params.remote, active=True
+        )
         answer = make_answer(offer, self.sdp, port=media.local_port, codecs=codecs)
         self._ok = self._respond(200, answer.encode(), contact=True)
         self._ok_task = asyncio.get_running_loop().create_task(self._retransmit_ok())
@@ -217,7 +233,9 @@ class SipCallLeg(Channel):
         self.remote_target = target
         self.from_header = f"<sip:{self.display_name or 'minipbx'}@{self.local_host}>;tag={self.local_tag}"
         self.to_header = f"<sip:{digits}@{self.peer.host}>"
-        media = await self._open_media(self.peer.codecs[0], _static_pt(self.peer.codecs[0]), 101, None)
+        media = await self._open_media(
+            self.peer.codecs[0], _static_pt(self.peer.codecs[0]), 101, None, active=False
+        )
         self._offer = make_offer(self.sdp, port=media.local_port, codecs=list(self.peer.codecs))
         invite = self._request("INVITE", body=self._offer.encode())
         self.invite = invite
@@ -278,8 +296,13 @@ class SipCallLeg(Channel):
             self.emit(ChannelEvent(EventKind.FAR_END_CLEARED, "bad_sdp"))
             return
         if self.media is not None:
-            self.media.set_remote(params.remote)
+            try:
+                self.media.set_remote(params.remote)
+            except ValueError:  # a host name in c=: we only send to addresses
+                self.emit(ChannelEvent(EventKind.FAR_END_CLEARED, "bad_sdp"))
+                return
             self.media.set_codec(params.codec, params.payload_type, params.telephone_event_pt)
+            self.media.set_active(True)
         self.emit(ChannelEvent(EventKind.ANSWERED))
 
     def _send_ack(self) -> None:
