@@ -112,26 +112,31 @@ async def test_a_thousand_malformed_datagrams_leave_it_answering(sip: SipService
     assert code == 0, output
 
 
-async def test_bad_request_with_a_readable_via_gets_400_back_to_its_source(sip: SipService) -> None:
+async def ask(target: tuple[str, int], cseq: str, call_id: str) -> bytes:
+    """Send one OPTIONS (with the given CSeq line value) from a fresh socket; the answer."""
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         client.bind(("127.0.0.1", 0))
         client.setblocking(False)
         port = client.getsockname()[1]
-        bad = (
-            f"OPTIONS sip:b2b@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKbad\r\n"
-            "From: <sip:a@b>;tag=1\r\nTo: <sip:b2b@127.0.0.1>\r\nCall-ID: bad\r\nCSeq: one OPTIONS\r\n"
-            "Content-Length: 0\r\n\r\n"
+        request = (
+            f"OPTIONS sip:b2b@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{call_id}\r\n"
+            f"From: <sip:a@b>;tag=1\r\nTo: <sip:b2b@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n"
+            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         ).encode()
-        client.sendto(bad, sip.stack.local_address)
-        answer = await asyncio.wait_for(loop.sock_recv(client, 4096), 2.0)
+        client.sendto(request, target)
+        return await asyncio.wait_for(loop.sock_recv(client, 4096), 2.0)
+
+
+async def test_bad_request_with_a_readable_via_gets_400_back_to_its_source(sip: SipService) -> None:
+    answer = await ask(sip.stack.local_address, "one OPTIONS", "bad")
     assert answer.startswith(b"SIP/2.0 400 "), answer[:80]
     assert b"Call-ID: bad" in answer
 
 
 async def test_torture_messages_never_break_the_stack(sip: SipService) -> None:
     """RFC 4475 messages over UDP: each is answered or dropped, and OPTIONS still work after."""
-    files = sorted(TORTURE.glob("*")) if TORTURE.exists() else []
+    files = sorted(TORTURE.glob("*.dat")) if TORTURE.exists() else []
     if not files:
         pytest.skip("no RFC 4475 torture messages in tests/sip/torture")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
@@ -141,18 +146,7 @@ async def test_torture_messages_never_break_the_stack(sip: SipService) -> None:
             await asyncio.sleep(0.002)
     await asyncio.sleep(0.2)
     assert sip.stack.counters.datagrams_in >= len(files) * 0.9
-    loop = asyncio.get_running_loop()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
-        client.bind(("127.0.0.1", 0))
-        client.setblocking(False)
-        port = client.getsockname()[1]
-        options = (
-            f"OPTIONS sip:b2b@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKok\r\n"
-            "From: <sip:a@b>;tag=1\r\nTo: <sip:b2b@127.0.0.1>\r\nCall-ID: ok\r\nCSeq: 1 OPTIONS\r\n"
-            "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-        client.sendto(options, sip.stack.local_address)
-        answer = await asyncio.wait_for(loop.sock_recv(client, 4096), 2.0)
+    answer = await ask(sip.stack.local_address, "1 OPTIONS", "ok")
     assert answer.startswith(b"SIP/2.0 200 "), answer[:80]
 
 
