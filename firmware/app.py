@@ -107,11 +107,13 @@ class Appliance:
         await self.line_card.start()
         if self.config.sip.listen:
             from firmware.media.rtp_endpoint import RtpEndpoint, RtpPortRange
+            from firmware.sip.registrar import Registrar
             from firmware.sip.service import SipService
 
             self.rtp = RtpEndpoint(RtpPortRange(*self.config.sip.rtp_ports))
             self.mixer.add_endpoint(self.rtp)
-            self.sip = SipService(self.config.site.name, self.config.sip, self.mixer)
+            registrar = Registrar.from_config(self.config, self.data_dir)
+            self.sip = SipService(self.config.site.name, self.config.sip, self.mixer, registrar)
             self.sip.attach(self.calls, self.rtp)
             host, _, port = self.config.sip.listen.rpartition(":")
             await self.sip.start(host, int(port))

@@ -147,6 +147,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(
             f"  #{call['id']} {call['direction']} {call['caller']} dialled {call['dialled']}: {legs}"
         )
+    sip = status.get("sip")
+    if sip:
+        print(f"sip {sip['listen']}: {sip['datagrams_in']} datagrams, {sip['malformed']} malformed, "
+              f"{sip['blocked']} from blocked sources")  # fmt: skip
+        registrar = sip.get("registrar") or {}
+        for registration in registrar.get("registrations", []):
+            print(f"  registered {registration['aor']} at {registration['contact']} "
+                  f"from {registration['source']} ({registration['expires_in']} s left)")  # fmt: skip
+        for blocked in (registrar.get("guard") or {}).get("blocked", []):
+            print(f"  blocked {blocked['source']} for {blocked['remaining_s']} s more "
+                  f"(offence {blocked['offence']})")  # fmt: skip
     mixer = status["mixer"]
     print(
         f"mixer: tick lateness p50 {mixer['late_p50_ms']} ms  p99 {mixer['late_p99_ms']} ms  "

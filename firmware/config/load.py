@@ -7,6 +7,7 @@ installer fixes a file in one pass. A config that fails here is never put into s
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 import tomllib
 from collections.abc import Iterator
@@ -199,6 +200,12 @@ def cross_check(config: Config) -> Iterator[str]:
             yield f"{where}.port: port {extension.port} is already used by {ports[extension.port]}"
         else:
             ports[extension.port] = where
+        password = extension.sip_password
+        if password is not None and (len(password) < 8 or not password.isprintable()):
+            yield (
+                f"{where}.sip_password: use at least 8 printable characters "
+                f"(a SIP password is guessed from the network, keep it long)"
+            )
         if extension.class_of_service not in config.classes_of_service:
             yield (
                 f"{where}.class_of_service: {extension.class_of_service!r} is not defined "
@@ -261,10 +268,20 @@ def cross_check(config: Config) -> Iterator[str]:
 
 def _sip_checks(config: Config, numbers: dict[str, str]) -> Iterator[str]:
     peers = {peer.name: peer for peer in config.sip.peers}
+    if not config.sip.digest_algorithms:
+        yield "sip.digest_algorithms: offer at least one of 'SHA-256', 'MD5'"
+    for network in config.sip.trusted_networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            yield f"sip.trusted_networks: {network!r} is not a network (e.g. '192.168.1.0/24')"
     for index, group in enumerate(config.line_groups):
         for name in group.sip_peers:
             if name not in peers:
                 yield f"line_groups[{index}].sip_peers: no SIP peer named {name!r} in [[sip.peers]]"
+    realm = config.sip.realm
+    if realm and (not realm.isprintable() or '"' in realm or "\\" in realm):
+        yield f"sip.realm: {realm!r} must be printable text without quotes or backslashes"
     low, high = config.sip.rtp_ports
     if not 1024 <= low < high <= 65535:
         yield f"sip.rtp_ports: {low}-{high} must be a range within 1024-65535"

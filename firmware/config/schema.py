@@ -196,6 +196,8 @@ class ExtensionConfig(Section):
     port: int = Field(ge=1)
     class_of_service: Name = "default"
     forward_no_answer: ExtensionNumber | None = None
+    # Set it and a SIP phone may register as this extension (digest authentication).
+    sip_password: str | None = None
 
 
 class SiblingSiteConfig(Section):
@@ -237,7 +239,18 @@ class SipConfig(Section):
     listen: str = ""
     media_address: str = ""  # the address written in SDP; default: the listen address
     rtp_ports: tuple[int, int] = (10000, 20000)
+    # Offered in this order (RFC 8760: SHA-256 first). Phones that read only the first
+    # challenge and know only MD5 (SIPp 3.6, older handsets) need ["MD5"].
+    digest_algorithms: tuple[Literal["SHA-256", "MD5"], ...] = ("SHA-256", "MD5")
+    # Brute-force protection: this many failed authentications in a minute block the
+    # source address for `auth_block_s` (doubling on repeat); trusted networks never are.
+    auth_max_failures: int = Field(default=10, ge=1, le=1000)
+    auth_block_s: float = Field(default=900.0, ge=1, le=86_400)
+    trusted_networks: tuple[str, ...] = ()
     peers: tuple[SipPeerConfig, ...] = ()
+    # The digest realm phones authenticate in; empty means the site name. Changing it
+    # invalidates the stored HA1 values of every phone's account, so set it once.
+    realm: str = ""
 
     @model_validator(mode="after")
     def _host_port(self) -> SipConfig:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from firmware.calls.control import CallManager
     from firmware.media.mixer import Mixer
     from firmware.media.rtp_endpoint import RtpEndpoint
+    from firmware.sip.registrar import Registrar
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +31,22 @@ Handler = Callable[[ServerTransaction, Request, Address], None]
 
 
 class SipService:
-    def __init__(self, site: str, config: SipConfig | None = None, mixer: Mixer | None = None) -> None:
+    def __init__(
+        self,
+        site: str,
+        config: SipConfig | None = None,
+        mixer: Mixer | None = None,
+        registrar: Registrar | None = None,
+    ) -> None:
         self.site = site
         self.config = config or SipConfig()
         self.mixer = mixer
-        self.stack = SipStack(self._on_request)
+        self.registrar = registrar
+        # The registrar's guard also guards the socket: a blocked source is dropped unread.
+        self.stack = SipStack(self._on_request, registrar.guard if registrar else None)
         self.handlers: dict[str, Handler] = {"OPTIONS": self._options}
+        if registrar is not None:
+            self.handlers["REGISTER"] = self._register
         self.requests_by_method: dict[str, int] = {}
         self.calls: CallManager | None = None
         self.rtp: RtpEndpoint | None = None
@@ -56,10 +67,19 @@ class SipService:
         return ", ".join(sorted({*self.handlers, "ACK"}))
 
     async def start(self, host: str, port: int) -> Address:
-        return await self.stack.start(host, port)
+        if self.registrar is None:
+            return await self.stack.start(host, port)
+        await self.registrar.start()
+        try:
+            return await self.stack.start(host, port)
+        except BaseException:
+            await self.registrar.stop()  # its writer thread must not outlive a failed start
+            raise
 
     async def stop(self) -> None:
         await self.stack.stop()
+        if self.registrar is not None:
+            await self.registrar.stop()
 
     def _on_request(
         self, transaction: ServerTransaction | None, request: Request, source: Address
@@ -92,6 +112,15 @@ class SipService:
         self._finish(response)
         self.stack.respond(transaction, response)
 
+    def _register(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
+        """RFC 3261 §10: phones bind their contacts to an extension; None means stay silent."""
+        assert self.registrar is not None
+        response = self.registrar.receive(request, source)
+        if response is None:
+            return
+        self._finish(response)
+        self.stack.respond(transaction, response)
+
     def status(self) -> dict[str, Any]:
         counters = self.stack.counters
         host, port = self.stack.local_address
@@ -103,6 +132,7 @@ class SipService:
             "blocked": counters.blocked,
             "requests": dict(self.requests_by_method),
             "transactions": self.layer_size,
+            "registrar": self.registrar.status() if self.registrar is not None else None,
         }
 
     @property
@@ -136,8 +166,10 @@ class SipService:
     def _invite(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
         headers = request.headers
         existing = self.legs.get(headers.call_id)
-        if existing is not None:  # a re-INVITE (hold, session refresh): keep the media as it is
-            self._reply(transaction, request, 488 if request.body else 200)
+        if existing is not None:
+            # A re-INVITE (hold, session refresh): not supported yet. 488 leaves the session
+            # exactly as it was (RFC 3261 14.2), so the call and its media go on.
+            self._reply(transaction, request, 488)
             return
         peer = self.peer_for(source)
         if peer is None or self.calls is None:
