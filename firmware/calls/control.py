@@ -69,6 +69,8 @@ class CallManager:
         self.on_call_event: Callable[[str, dict[str, object]], None] | None = None
         # Makes an outgoing leg towards a named peer (SIP); None when it has no capacity.
         self.outbound_leg: Callable[[str], Channel | None] | None = None
+        # The extra devices of an extension (its registered SIP phones), rung with its port.
+        self.extra_devices: Callable[[str], list[Channel]] | None = None
         self.apply_config(config)
 
     # ----- configuration -----------------------------------------------------------------
@@ -249,7 +251,7 @@ class CallManager:
             return
         if leg.state == LegState.ALERTING and leg.role == Role.EXTENSION:
             await leg.stop_alert()
-        if leg.role == Role.LINE:
+        if leg.role == Role.LINE or leg.technology == "sip":
             await leg.release()
             leg.stop_sound()
             leg.set_state(LegState.IDLE)
@@ -460,17 +462,22 @@ class CallManager:
             draft.called_extension = draft.called_extension or number
             tried.add(number)
             callee = self.extension_channel(number)
-            if callee is None or not callee.in_service:
+            devices = self.extra_devices(number) if self.extra_devices is not None else []
+            for device in devices:
+                device.handler = self._on_event
+            if (callee is None or not callee.in_service) and not devices:
                 await self._reject(
                     session, caller, "congestion", Disposition.FAILED, "extension_out_of_service"
                 )
-            assert callee is not None
-            if callee is caller or callee.state != LegState.IDLE or self.is_off_hook(callee):
+            if callee is caller or (callee is not None and self.is_off_hook(callee)):
+                await self._reject(session, caller, "busy", Disposition.BUSY, "busy")
+            free = [c for c in (callee,) if c is not None and c.in_service and c.state == LegState.IDLE]
+            if not free and not devices:
                 await self._reject(session, caller, "busy", Disposition.BUSY, "busy")
             outcome = await self._ring(
                 session,
                 caller,
-                [callee],
+                free + devices,
                 CallerId(caller.number, caller.display_name),
                 self.config.timers.ring_timeout_s,
             )
@@ -543,8 +550,16 @@ class CallManager:
                         raise CallEnded
                     if event.kind in (EventKind.RING_START, EventKind.RING_STOP):
                         last_ring = now
-                elif channel in callees and event.kind == EventKind.OFF_HOOK:
+                elif channel in callees and event.kind in (EventKind.OFF_HOOK, EventKind.ANSWERED):
                     answered = channel
+                elif channel in callees and event.kind == EventKind.FAR_END_CLEARED:
+                    # A device that declined or failed (SIP 486, 603...): the others ring on.
+                    callees.remove(channel)
+                    self._let_go(session, channel)
+                    await channel.release(event.value)
+                    channel.set_state(LegState.IDLE)
+                    if not callees:
+                        return None
         finally:
             for callee in callees:
                 if (

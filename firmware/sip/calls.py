@@ -108,6 +108,8 @@ class SipCallLeg(Channel):
         self._ok: Response | None = None
         self._ok_task: asyncio.Task[None] | None = None
         # outbound
+        self.contact_uri: SipUri | None = None  # a registered phone's Contact, else the peer
+        self.shown_caller: CallerId | None = None  # who the far end sees as calling
         self._invite_task: asyncio.Task[None] | None = None
         self._offer: Any = None
         self._ack: Request | None = None
@@ -228,10 +230,13 @@ class SipCallLeg(Channel):
         """Send the INVITE for `digits` to the peer; progress arrives as channel events."""
         self.call_id = new_call_id(self.local_host)
         self.on_dialog(self)  # in-dialog requests (BYE) find this leg from now on
-        target = parse_uri(f"sip:{digits}@{self.peer.host}:{self.peer.port}")
+        target = self.contact_uri or parse_uri(f"sip:{digits}@{self.peer.host}:{self.peer.port}")
         assert isinstance(target, SipUri)
         self.remote_target = target
-        self.from_header = f"<sip:{self.display_name or 'minipbx'}@{self.local_host}>;tag={self.local_tag}"
+        caller = self.shown_caller
+        user = caller.number if caller and caller.number else (self.display_name or "minipbx")
+        name = f'"{caller.name}" ' if caller and caller.name and '"' not in caller.name else ""
+        self.from_header = f"{name}<sip:{user}@{self.local_host}>;tag={self.local_tag}"
         self.to_header = f"<sip:{digits}@{self.peer.host}>"
         media = await self._open_media(
             self.peer.codecs[0], _static_pt(self.peer.codecs[0]), 101, None, active=False
@@ -312,10 +317,16 @@ class SipCallLeg(Channel):
     # ----- both --------------------------------------------------------------------------
 
     async def alert(self, caller: CallerId) -> None:
-        raise TypeError(f"{self.name}: a SIP line is called with dial()")
+        """Ring a registered SIP phone: an INVITE to its contact, showing the caller."""
+        if self.contact_uri is None:
+            raise TypeError(f"{self.name}: a SIP line is called with dial()")
+        self.shown_caller = caller
+        await self.dial(self.number)
 
     async def stop_alert(self) -> None:
-        return None
+        """Another device answered or the caller gave up: CANCEL the INVITE."""
+        if self.contact_uri is not None:
+            await self.release("cancelled")
 
     async def release(self, cause: str = "normal") -> None:
         """End our side: final response, CANCEL or BYE, whichever the dialog is in."""

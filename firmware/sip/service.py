@@ -11,12 +11,14 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from firmware.calls.channel import Role
 from firmware.config.schema import SipConfig, SipPeerConfig
 from firmware.sip.calls import SipCallLeg, acceptable_offer, local_address_towards
 from firmware.sip.message import Request, Response, make_response
+from firmware.sip.message_errors import SipParseError
 from firmware.sip.stack import Address, SipStack
 from firmware.sip.transaction import ServerTransaction
-from firmware.sip.uri import SipUri
+from firmware.sip.uri import SipUri, parse_uri
 
 if TYPE_CHECKING:
     from firmware.calls.control import CallManager
@@ -61,6 +63,7 @@ class SipService:
         self.calls = calls
         self.rtp = rtp
         calls.outbound_leg = self.new_outbound_leg
+        calls.extra_devices = self.phone_legs
 
     @property
     def allow(self) -> str:
@@ -193,6 +196,29 @@ class SipService:
         caller = leg.accept_invite(transaction, request, source)
         self.legs[leg.call_id] = leg
         self.calls.start_inbound(leg, dialled, caller, destination)
+
+    def phone_legs(self, extension: str) -> list[SipCallLeg]:
+        """One leg per registered device of `extension`, to ring with its desk phone."""
+        if self.registrar is None or self.rtp is None:
+            return []
+        legs = []
+        for binding in self.registrar.contacts(extension):
+            host, port = binding.source_address
+            try:
+                contact = parse_uri(binding.contact)
+                peer = SipPeerConfig(name=f"phone{extension}", host=host, port=port, codecs=("PCMU", "PCMA"))
+            except (ValueError, SipParseError):
+                continue
+            if not isinstance(contact, SipUri):
+                continue
+            leg = self._new_leg(peer)
+            leg.role = Role.EXTENSION
+            leg.number = extension
+            extension_config = self.calls.config.extension(extension) if self.calls else None
+            leg.display_name = extension_config.name if extension_config else extension
+            leg.contact_uri = contact
+            legs.append(leg)
+        return legs
 
     def new_outbound_leg(self, peer_name: str) -> SipCallLeg | None:
         peer = next((p for p in self.config.peers if p.name == peer_name), None)

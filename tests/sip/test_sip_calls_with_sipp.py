@@ -206,3 +206,44 @@ async def test_extension_calls_out_over_a_sip_trunk_with_failover(trunk_config: 
         for process in (refusing, answering):
             if process.returncode is None:
                 process.kill()
+
+
+@pytest.fixture
+def phone_config() -> str:
+    text = office_config('[sip]\nlisten = "127.0.0.1:0"\nrtp_ports = [30400, 30600]\ndigest_algorithms = ["MD5"]\n')
+    return text.replace('number = "201"\nname = "Reception"\n', 'number = "201"\nname = "Reception"\nsip_password = "s3cret-pass"\n')
+
+
+async def test_a_registered_sip_phone_rings_with_the_desk_phone_and_answers(phone_config: str, data_dir) -> None:
+    """SIPp registers as 201 (digest), then answers as that phone; the desk phone stops ringing."""
+    pbx = await start_pbx(phone_config, data_dir)
+    phone_port = free_port()
+    try:
+        register = await start_sipp(target(pbx), "-sf", str(SCENARIOS / "register.xml"), "-s", "201", "-m", "1",
+                                    "-p", str(phone_port), "-au", "201", "-ap", "s3cret-pass",
+                                    "-key", "expires", "300")  # fmt: skip
+        code, output = await finish(register)
+        assert code == 0, output
+        assert [b.extension for b in pbx.app.sip.registrar.contacts("201")] == ["201"]
+        phone = await start_sipp("-sn", "uas", "-p", str(phone_port), "-m", "1", "-mp", str(free_port()),
+                                 "-rtp_echo")  # fmt: skip
+        await asyncio.sleep(0.3)
+        sales, desk = pbx.phone("202"), pbx.phone("201")
+        sales.off_hook()
+        await pbx.wait_state("202", LegState.DIALLING)
+        await sales.dial("201")
+        await pbx.wait_state("202", LegState.CONNECTED, timeout=5.0)  # SIPp's uas answers at once
+        await desk.wait_not_ringing(3.0)
+        mark = sales.mark()
+        sales.say(make_tone(1004, 600))
+        assert await pbx.hears(sales, (1004.0,), since=mark, timeout=2.0), "no audio back from the SIP phone"
+        sales.on_hook()
+        code, output = await finish(phone)
+        assert code == 0, output  # it got our BYE
+        record = await pbx.last_record()
+        assert (record.caller_number, record.answered_extension, record.disposition) == (
+            "202", "201", Disposition.ANSWERED,
+        )
+        assert pbx.app.sip.legs == {}
+    finally:
+        await pbx.app.stop()
