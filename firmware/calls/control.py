@@ -301,7 +301,7 @@ class CallManager:
         if draft is not None:
             draft.ended(disposition, HangupSide.SYSTEM, cause)
         self._let_go(session, leg)
-        if leg.role == Role.LINE:
+        if leg.role == Role.LINE or leg.technology == "sip":
             await leg.release(cause)
         if leg.in_service and self.is_off_hook(leg):
             self._to_clearing(leg, tone)
@@ -581,6 +581,7 @@ class CallManager:
     async def _connected(self, session: CallSession, a: Channel, b: Channel) -> None:
         """Speech both ways until one side clears; hook flash puts the other on hold."""
         for leg in (a, b):
+            await leg.seize()  # both legs taken into the call (a SIP phone answers its INVITE)
             leg.stop_sound()
             leg.set_state(LegState.CONNECTED)
         assert a.slot is not None and b.slot is not None
@@ -885,6 +886,24 @@ class CallManager:
         """A call arrived on `line` for `dialled`; `destination` comes from the line's config."""
         line.handler = self._on_event
         self._start(self._inbound(line, dialled, caller, destination), line)
+
+    def start_originating(self, phone: Channel, dialled: str) -> None:
+        """A phone that sends its number complete (a SIP phone): no dial tone, no collection."""
+        phone.handler = self._on_event
+        self._start(self._originate_complete(phone, dialled), phone)
+
+    def _originate_complete(self, caller: Channel, dialled: str):
+        async def run(session: CallSession) -> None:
+            caller.set_state(LegState.DIALLING)
+            session.drafts.append(RecordDraft(
+                Direction.INTERNAL, caller_number=caller.number, caller_name=caller.display_name, dialled=dialled,
+            ))  # fmt: skip
+            plan = self.dialplan.route(self.config.extension(caller.number), dialled)
+            self._log_call("call_route", {"call": session.id, "from": caller.number, "dialled": dialled,
+                                          "route": plan.kind, "reason": plan.reason})  # fmt: skip
+            await self._execute(session, caller, plan)
+
+        return run
 
     def _inbound(self, line: Channel, dialled: str, caller: CallerId, destination: str):
         async def run(session: CallSession) -> None:

@@ -119,6 +119,8 @@ class FxoChannel(AnalogueChannel):
         return None
 
     async def seize(self) -> None:
+        if self.seized:
+            return  # already off hook: seizing again must not reset the supervision
         self.seized = True
         self.cleared_by = None
         for detector in self._disconnect_tones:

@@ -51,6 +51,10 @@ FINAL_RESPONSE_FOR_CAUSE = {
     "no_answer": 480,
     "out_of_service": 480,
     "shutdown": 503,
+    "cos": 403,  # forbidden by class of service ("cos:international")
+    "sibling_unreachable": 503,
+    "extension_out_of_service": 480,
+    "permanent_signal": 480,
 }
 # What an outbound failure response means to call control (and so to the caller).
 CAUSE_FOR_STATUS = {486: "busy", 600: "busy", 404: "no_such_number", 484: "no_such_number", 480: "no_answer",
@@ -177,13 +181,13 @@ class SipCallLeg(Channel):
         return response
 
     async def indicate_ringing(self) -> None:
-        if self.invite is not None and not self.confirmed and self._ok is None:
+        if self.server_transaction is not None and not self.confirmed and self._ok is None:
             self._respond(180, contact=True)
 
     async def seize(self) -> None:
         """Answer the inbound call: open media, 200 with our SDP answer (resent until ACK)."""
-        if self.invite is None or self._ok is not None:
-            return
+        if self.server_transaction is None or self.invite is None or self._ok is not None:
+            return  # an outgoing leg, or answered already: nothing to do
         offer = parse_sdp(self.invite.body)
         codecs = list(self.peer.codecs)
         port_placeholder = 9  # replaced once the RTP socket is bound
@@ -336,7 +340,7 @@ class SipCallLeg(Channel):
         self.ended = True
         try:
             if self.server_transaction is not None and self._ok is None:
-                self._respond(FINAL_RESPONSE_FOR_CAUSE.get(cause, 480))
+                self._respond(FINAL_RESPONSE_FOR_CAUSE.get(cause.partition(":")[0], 480))
             elif self.confirmed:
                 await self._bye()
             elif self._invite_task is not None and self.invite is not None:

@@ -383,12 +383,39 @@ class Registrar:
         self, request: Request, source: Address, now: float, monotonic_now: float
     ) -> tuple[Response | None, Changes]:
         """RFC 3261 §10.3 for one REGISTER; (None, ...) means drop it (a blocked source)."""
+        outcome = self.authenticate(request, source, monotonic_now)
+        if not isinstance(outcome, Accepted):
+            return outcome, Changes()
+        result = outcome
+        headers = request.headers
+        try:
+            to_uri = headers.to_address.uri
+            contacts = headers.contacts
+            wildcard = headers.contact_is_wildcard
+            header_expires = headers.expires
+        except SipParseError as error:
+            return self._refuse(request, 400, f"Bad Request ({error.reason[:40]})"), Changes()
+        return self._bind(request, source, now, result, to_uri, contacts, wildcard, header_expires)
+
+    @property
+    def has_accounts(self) -> bool:
+        """Is any extension allowed to sign in as a SIP phone?"""
+        return bool(self._credentials)
+
+    def authenticate(self, request: Request, source: Address, monotonic_now: float | None = None) -> Accepted | Response | None:
+        """Digest authentication of any request from a phone (REGISTER, INVITE).
+
+        The accepted user, or the 401 to send (unknown users and wrong passwords alike,
+        both counted by the guard), or None: the source is blocked, say nothing.
+        """
+        if monotonic_now is None:
+            monotonic_now = self.monotonic_clock()
         host = source[0]
         if self.guard.is_blocked(host, monotonic_now):
-            return None, Changes()
+            return None
         headers = request.headers
         result = self.digest.verify(
-            "REGISTER", str(request.uri), headers.get_all("Authorization"), monotonic_now
+            request.method, str(request.uri), headers.get_all("Authorization"), monotonic_now
         )
         if isinstance(result, Failed):
             # Unknown user or wrong password: the same 401 on the wire, a failure counted.
@@ -406,14 +433,15 @@ class Registrar:
                 )  # fmt: skip
         if not isinstance(result, Accepted):
             self.counters["challenged"] += 1
-            return self._challenge(request, monotonic_now, isinstance(result, Stale)), Changes()
-        try:
-            to_uri = headers.to_address.uri
-            contacts = headers.contacts
-            wildcard = headers.contact_is_wildcard
-            header_expires = headers.expires
-        except SipParseError as error:
-            return self._refuse(request, 400, f"Bad Request ({error.reason[:40]})"), Changes()
+            return self._challenge(request, monotonic_now, isinstance(result, Stale))
+        return result
+
+    def _bind(
+        self, request: Request, source: Address, now: float, result: Accepted, to_uri: Any,
+        contacts: Any, wildcard: bool, header_expires: int | None,
+    ) -> tuple[Response | None, Changes]:
+        """RFC 3261 §10.3 steps 4-8 for an authenticated REGISTER."""
+        headers = request.headers
         if not isinstance(to_uri, SipUri) or to_uri.user != result.username:
             # RFC 3261 §10.3 step 4: an account may only change its own bindings.
             return self._refuse(request, 403), Changes()

@@ -175,6 +175,9 @@ class SipService:
             self._reply(transaction, request, 488)
             return
         peer = self.peer_for(source)
+        if peer is None and self.registrar is not None and self.registrar.has_accounts and self.calls:
+            self._invite_from_phone(transaction, request, source)
+            return
         if peer is None or self.calls is None:
             self.rejected_peers += 1
             log.warning("event=sip_peer_rejected source=%s:%d", *source)
@@ -196,6 +199,32 @@ class SipService:
         caller = leg.accept_invite(transaction, request, source)
         self.legs[leg.call_id] = leg
         self.calls.start_inbound(leg, dialled, caller, destination)
+
+    def _invite_from_phone(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
+        """A call from a SIP phone: digest-authenticated as its extension, then dialled as one."""
+        assert self.registrar is not None and self.calls is not None
+        outcome = self.registrar.authenticate(request, source)
+        if outcome is None:
+            return  # a blocked source hears nothing
+        if isinstance(outcome, Response):
+            self._finish(outcome)
+            self.stack.respond(transaction, outcome)
+            return
+        extension = outcome.username
+        if not acceptable_offer(request.body, ("PCMU", "PCMA")):
+            self._reply(transaction, request, 488)
+            return
+        peer = SipPeerConfig(name=f"phone{extension}", host=source[0], port=source[1], codecs=("PCMU", "PCMA"))
+        leg = self._new_leg(peer)
+        leg.role = Role.EXTENSION
+        leg.accept_invite(transaction, request, source)
+        leg.number = extension
+        config = self.calls.config.extension(extension)
+        leg.display_name = config.name if config else extension
+        self.legs[leg.call_id] = leg
+        uri = request.uri
+        dialled = uri.user if isinstance(uri, SipUri) and uri.user else ""
+        self.calls.start_originating(leg, dialled)
 
     def phone_legs(self, extension: str) -> list[SipCallLeg]:
         """One leg per registered device of `extension`, to ring with its desk phone."""

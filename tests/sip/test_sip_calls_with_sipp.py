@@ -247,3 +247,46 @@ async def test_a_registered_sip_phone_rings_with_the_desk_phone_and_answers(phon
         assert pbx.app.sip.legs == {}
     finally:
         await pbx.app.stop()
+
+
+async def test_a_sip_phone_calls_an_analogue_extension_after_digest_authentication(
+    phone_config: str, data_dir
+) -> None:
+    pbx = await start_pbx(phone_config, data_dir)
+    try:
+        sales = pbx.phone("202")
+        phone = await start_sipp(target(pbx), "-sf", str(SCENARIOS / "uac_auth_call.xml"), "-s", "202", "-m", "1",
+                                 "-p", str(free_port()), "-mp", str(free_port()), "-rtp_echo",
+                                 "-au", "201", "-ap", "s3cret-pass",
+                                 # SIPp digests sip:host:port unless told the Request-URI (RFC 3261 22.4)
+                                 "-auth_uri", f"202@{target(pbx)}")  # fmt: skip
+        ringing = await sales.wait_ringing(5.0)
+        assert (ringing.caller_number, ringing.caller_name) == ("201", "Reception")
+        sales.off_hook()
+        await pbx.wait_state("202", LegState.CONNECTED)
+        mark = sales.mark()
+        sales.say(make_tone(1004, 600))
+        assert await pbx.hears(sales, (1004.0,), since=mark, timeout=2.0), "no audio through the SIP phone"
+        code, output = await finish(phone)
+        assert code == 0, output
+        assert await pbx.hears(sales, "busy")
+        sales.on_hook()
+        record = await pbx.last_record()
+        assert (record.caller_number, record.dialled, record.answered_extension) == ("201", "202", "202")
+        assert record.direction == Direction.INTERNAL and record.disposition == Disposition.ANSWERED
+    finally:
+        await pbx.app.stop()
+
+
+async def test_a_sip_phone_with_a_wrong_password_gets_no_call(phone_config: str, data_dir) -> None:
+    pbx = await start_pbx(phone_config, data_dir)
+    try:
+        phone = await start_sipp(target(pbx), "-sf", str(SCENARIOS / "uac_auth_call.xml"), "-s", "202", "-m", "1",
+                                 "-p", str(free_port()), "-mp", str(free_port()),
+                                 "-au", "201", "-ap", "wrong-password")  # fmt: skip
+        code, _output = await finish(phone)
+        assert code != 0
+        assert pbx.phone("202").ringing is None and pbx.phone("202").rings_received == 0
+        assert pbx.app.sip.registrar.counters["failed"] >= 1
+    finally:
+        await pbx.app.stop()
