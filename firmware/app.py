@@ -55,6 +55,10 @@ def build_sounds(plan: TonePlan, overrides: dict[str, str]) -> SoundBank:
     return sounds
 
 
+def _sip_accounts(config: Config) -> dict[str, str | None]:
+    return {e.number: e.sip_password for e in config.extensions if e.sip_password}
+
+
 class Appliance:
     def __init__(
         self, config: Config, config_path: str | None = None, data_dir: Path | None = None
@@ -186,6 +190,8 @@ class Appliance:
         needs_restart = [
             key for key in _RESTART_ONLY if getattr(new, key) != getattr(self.config, key)
         ]
+        if _sip_accounts(new) != _sip_accounts(self.config):
+            needs_restart.append("extensions.sip_password")  # the registrar's accounts
         self.config = new
         assert self.calls is not None
         self.calls.apply_config(new)

@@ -193,6 +193,14 @@ async def test_reload_says_which_changes_need_a_restart(pbx: Pbx, config_file: P
     assert sorted(result["needs_restart"]) == ["line_card", "site"]
 
 
+async def test_reload_says_a_new_sip_password_needs_a_restart(pbx: Pbx, config_file: Path) -> None:
+    changed = edit(ORIGINAL, 'name = "Sales"\n', 'name = "Sales"\nsip_password = "new-secret-1"\n')
+    config_file.write_text(changed)
+    result = await pbx.app.reload()
+    assert result["ok"] is True
+    assert result["needs_restart"] == ["extensions.sip_password"]
+
+
 async def test_removing_the_extension_of_a_phone_in_a_call_keeps_the_call(
     pbx: Pbx, config_file: Path
 ) -> None:
