@@ -144,5 +144,5 @@ class Channel(ABC):
         return None
 
     @abstractmethod
-    async def dial(self, digits: str) -> None:
+    async def dial(self, digits: str, caller: CallerId | None = None) -> None:
         """Send digits towards the far end (lines); completion arrives as DIAL_DONE."""

@@ -972,7 +972,7 @@ class CallManager:
         out.set_state(LegState.DIALLING)
         if caller.role == Role.EXTENSION:
             caller.set_state(LegState.CALLING)
-        await out.dial(number)
+        await out.dial(number, self._shown_for(session, caller))
         while True:
             item = await self._wait(session, None)
             assert item is not None

@@ -223,6 +223,10 @@ class SipPeerConfig(Section):
     allow_tandem: bool = False
     max_channels: int = Field(default=30, ge=1, le=10_000)
     codecs: tuple[Literal["PCMU", "PCMA", "G722"], ...] = ("PCMU", "PCMA")
+    # Outgoing calls to this peer: the number as the peer wants it, and who we say we are.
+    outbound_strip: int = Field(default=0, ge=0, le=10)
+    outbound_prepend: Annotated[str, Field(pattern=r"^\+?[0-9]{0,15}$")] = ""
+    caller_id: Annotated[str, Field(pattern=r"^\+?[0-9]{0,20}$")] = ""
 
     @model_validator(mode="after")
     def _ip_address(self) -> SipPeerConfig:

@@ -72,7 +72,7 @@ class FxsChannel(AnalogueChannel):
         if self.state == LegState.ALERTING:
             await self.stop_alert()
 
-    async def dial(self, digits: str) -> None:
+    async def dial(self, digits: str, caller: CallerId | None = None) -> None:
         raise TypeError(f"{self.name}: a phone port cannot dial")
 
     def reverse_polarity(self, reversed_: bool) -> None:
@@ -134,7 +134,7 @@ class FxoChannel(AnalogueChannel):
             self.listening_for_dial_tone = False
             self._send(HookSet(port=self.port, off_hook=False))
 
-    async def dial(self, digits: str) -> None:
+    async def dial(self, digits: str, caller: CallerId | None = None) -> None:
         self.listening_for_dial_tone = False
         self._send(Dial(port=self.port, digits=digits, mode=self.dial_mode))
 

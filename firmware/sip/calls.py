@@ -18,7 +18,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, Role
@@ -230,8 +230,17 @@ class SipCallLeg(Channel):
 
     # ----- outbound ----------------------------------------------------------------------
 
-    async def dial(self, digits: str) -> None:
-        """Send the INVITE for `digits` to the peer; progress arrives as channel events."""
+    async def dial(self, digits: str, caller: CallerId | None = None) -> None:
+        """Send the INVITE for `digits` to the peer; progress arrives as channel events.
+
+        The peer's rules apply: `outbound_strip` leading digits removed, `outbound_prepend`
+        put in front (e.g. strip 0, prepend +351 for E.164), and `caller_id` presented
+        instead of the caller's own number when set.
+        """
+        if caller is not None:
+            self.shown_caller = caller
+        if self.contact_uri is None:
+            digits = self.peer.outbound_prepend + digits[self.peer.outbound_strip :]
         self.call_id = new_call_id(self.local_host)
         self.on_dialog(self)  # in-dialog requests (BYE) find this leg from now on
         target = self.contact_uri or parse_uri(f"sip:{digits}@{self.peer.host}:{self.peer.port}")
@@ -239,6 +248,8 @@ class SipCallLeg(Channel):
         self.remote_target = target
         caller = self.shown_caller
         user = caller.number if caller and caller.number else (self.display_name or "minipbx")
+        if self.peer.caller_id:
+            user = self.peer.caller_id
         name = f'"{caller.name}" ' if caller and caller.name and '"' not in caller.name else ""
         self.from_header = f"{name}<sip:{user}@{self.local_host}>;tag={self.local_tag}"
         self.to_header = f"<sip:{digits}@{self.peer.host}>"
@@ -342,11 +353,18 @@ class SipCallLeg(Channel):
             if self.server_transaction is not None and self._ok is None:
                 self._respond(FINAL_RESPONSE_FOR_CAUSE.get(cause.partition(":")[0], 480))
             elif self.confirmed:
-                await self._bye()
+                self._in_background(self._bye())
             elif self._invite_task is not None and self.invite is not None:
-                await self._cancel()
+                self._in_background(self._cancel())
         finally:
             self._closed()
+
+    def _in_background(self, request: Coroutine[Any, Any, None]) -> None:
+        """BYE and CANCEL finish on their own (a silent far end takes 32 s to time out):
+        the call is over for call control now, and its resources are released."""
+        task = asyncio.get_running_loop().create_task(request, name=f"sip-end-{self.call_id}")
+        _ENDING.add(task)
+        task.add_done_callback(_ENDING.discard)
 
     async def _bye(self) -> None:
         bye = self._request("BYE")
@@ -387,6 +405,9 @@ def acceptable_offer(body: bytes, codecs: tuple[str, ...]) -> bool:
     except (ValueError, TypeError):
         return False
     return True
+
+
+_ENDING: set[asyncio.Task[None]] = set()  # BYE/CANCEL transactions still running
 
 
 def _with_tag(header: str, tag: str) -> str:

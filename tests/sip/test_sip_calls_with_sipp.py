@@ -290,3 +290,47 @@ async def test_a_sip_phone_with_a_wrong_password_gets_no_call(phone_config: str,
         assert pbx.app.sip.registrar.counters["failed"] >= 1
     finally:
         await pbx.app.stop()
+
+
+async def test_trunk_rules_rewrite_the_number_and_present_the_company_number(data_dir) -> None:
+    """strip 0 / prepend +351 (E.164) and a fixed caller ID; read off the INVITE the provider gets."""
+    provider = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    provider.bind(("127.0.0.1", 0))
+    provider.setblocking(False)
+    text = office_config(
+        f"""
+[sip]
+listen = "127.0.0.1:0"
+rtp_ports = [30600, 30800]
+
+[[sip.peers]]
+name = "provider"
+host = "127.0.0.1"
+port = {provider.getsockname()[1]}
+outbound_strip = 0
+outbound_prepend = "+351"
+caller_id = "+351210000000"
+"""
+    ).replace(
+        '[[line_groups]]\nname = "city"\naccess_code = "9"\n',
+        '[[line_groups]]\nname = "city"\naccess_code = "9"\n\n'
+        '[[line_groups]]\nname = "voip"\naccess_code = "8"\nsip_peers = ["provider"]\n',
+    ).replace('line_groups = ["city"]', 'line_groups = ["city", "voip"]')
+    pbx = await start_pbx(text, data_dir)
+    try:
+        sales = pbx.phone("202")
+        sales.off_hook()
+        await pbx.wait_state("202", LegState.DIALLING)
+        await sales.dial("8212345678")
+        loop = asyncio.get_running_loop()
+        invite, _ = await asyncio.wait_for(loop.sock_recvfrom(provider, 65535), 3.0)
+        request_line = invite.split(b"\r\n", 1)[0]
+        assert request_line.startswith(b"INVITE sip:+351212345678@127.0.0.1:"), request_line
+        from_line = next(line for line in invite.split(b"\r\n") if line.startswith(b"From:"))
+        assert b"sip:+351210000000@" in from_line, from_line
+        assert b'"Sales"' in from_line
+        sales.on_hook()
+        await pbx.wait_idle(8.0)
+    finally:
+        await pbx.app.stop()
+        provider.close()
