@@ -8,6 +8,7 @@ docs/line-card-protocol.md; keep the two in step.
 from __future__ import annotations
 
 import binascii
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields
 from enum import IntEnum
 from typing import Any, ClassVar, Self
@@ -123,17 +124,17 @@ def _check_int(value: Any, maximum: int, minimum: int = 0) -> int:
     return int(value)
 
 
-class _Codec:
+class _Codec(ABC):
     """One payload field: normalise() validates at construction, so bad messages never exist."""
 
-    def normalise(self, value: Any) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def normalise(self, value: Any) -> Any: ...
 
-    def write(self, value: Any, out: bytearray) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def write(self, value: Any, out: bytearray) -> None: ...
 
-    def read(self, reader: _Reader) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def read(self, reader: _Reader) -> Any: ...
 
 
 class _U8(_Codec):
