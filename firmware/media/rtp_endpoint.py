@@ -476,6 +476,10 @@ class RtpEndpoint:
         for leg in list(self._legs):
             await self.close_leg(leg)
 
+    def detach(self, leg: RtpLeg) -> None:
+        """Stop feeding the leg's slot now (the slot is being released); close it later."""
+        self._forget(leg)
+
     def _forget(self, leg: RtpLeg) -> None:
         if leg in self._legs:
             self._legs.remove(leg)

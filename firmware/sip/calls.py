@@ -128,7 +128,8 @@ class SipCallLeg(Channel):
     def _detach_audio(self) -> None:
         media, self.media = self.media, None
         if media is not None:
-            asyncio.get_running_loop().create_task(self.rtp.close_leg(media))
+            self.rtp.detach(media)  # at once: the slot may be reused before the socket closes
+            self._in_background(self.rtp.close_leg(media))
 
     async def _open_media(
         self, codec: str, payload_type: int, event_pt: int | None, remote: Address | None, *, active: bool
@@ -190,9 +191,9 @@ class SipCallLeg(Channel):
             return  # an outgoing leg, or answered already: nothing to do
         offer = parse_sdp(self.invite.body)
         codecs = list(self.peer.codecs)
-        port_placeholder = 9  # replaced once the RTP socket is bound
-        answer = make_answer(offer, self.sdp, port=port_placeholder, codecs=codecs)
-        params = negotiated(offer, answer, local_is_offerer=False)
+        # Negotiate first (the port is not part of the choice), then answer with the real port.
+        probe = make_answer(offer, LocalSdpSession(self.local_host), port=9, codecs=codecs)
+        params = negotiated(offer, probe, local_is_offerer=False)
         media = await self._open_media(
             params.codec, params.payload_type, params.telephone_event_pt, params.remote, active=True
         )

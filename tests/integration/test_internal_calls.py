@@ -58,7 +58,6 @@ async def test_busy_extension_gives_busy_tone(pbx) -> None:
     assert await pbx.hears(a, "busy")
     a.on_hook()
     b.on_hook()
-    records = [r for r in await pbx.records() if r.caller_number == "202"]
     await pbx.wait_idle()
     records = [r for r in await pbx.records() if r.caller_number == "202"]
     assert records[0].disposition == Disposition.BUSY

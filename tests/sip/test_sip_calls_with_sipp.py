@@ -143,6 +143,13 @@ async def test_call_between_two_sipp_peers_is_bridged_through_the_appliance(sip_
     assert sip_pbx.app.sip.legs == {}
 
 
+def with_voip_group(text: str, peers: list[str]) -> str:
+    """The office config plus line group "voip" (access code 8) over `peers`, for staff too."""
+    group = '[[line_groups]]\nname = "city"\naccess_code = "9"\n'
+    voip = f'\n[[line_groups]]\nname = "voip"\naccess_code = "8"\nsip_peers = {peers!r}\n'.replace("'", '"')
+    return text.replace(group, group + voip).replace('line_groups = ["city"]', 'line_groups = ["city", "voip"]')
+
+
 @pytest.fixture
 def trunk_ports() -> tuple[int, int]:
     return free_port(), free_port()
@@ -168,11 +175,7 @@ host = "127.0.0.2"
 port = {up}
 """
     )
-    return text.replace(
-        '[[line_groups]]\nname = "city"\naccess_code = "9"\n',
-        '[[line_groups]]\nname = "city"\naccess_code = "9"\n\n'
-        '[[line_groups]]\nname = "voip"\naccess_code = "8"\nsip_peers = ["provider_a", "provider_b"]\n',
-    ).replace('line_groups = ["city"]', 'line_groups = ["city", "voip"]')
+    return with_voip_group(text, ["provider_a", "provider_b"])
 
 
 async def test_extension_calls_out_over_a_sip_trunk_with_failover(trunk_config: str, trunk_ports, data_dir) -> None:
@@ -311,12 +314,8 @@ outbound_strip = 0
 outbound_prepend = "+351"
 caller_id = "+351210000000"
 """
-    ).replace(
-        '[[line_groups]]\nname = "city"\naccess_code = "9"\n',
-        '[[line_groups]]\nname = "city"\naccess_code = "9"\n\n'
-        '[[line_groups]]\nname = "voip"\naccess_code = "8"\nsip_peers = ["provider"]\n',
-    ).replace('line_groups = ["city"]', 'line_groups = ["city", "voip"]')
-    pbx = await start_pbx(text, data_dir)
+    )
+    pbx = await start_pbx(with_voip_group(text, ["provider"]), data_dir)
     try:
         sales = pbx.phone("202")
         sales.off_hook()
