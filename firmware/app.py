@@ -23,7 +23,15 @@ from firmware.lines.service import LineCardService
 from firmware.lines.simulator import SimulatedLineCard
 from firmware.media.mixer import Mixer
 from firmware.media.soundbank import SoundBank
-from firmware.media.tones import TonePlan, ToneSpec, get_tone_plan, parse_tone, render_cycle
+from firmware.media.tones import (
+    DTMF_FREQUENCIES,
+    TonePlan,
+    ToneSpec,
+    dtmf_samples,
+    get_tone_plan,
+    parse_tone,
+    render_cycle,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +60,8 @@ def build_sounds(plan: TonePlan, overrides: dict[str, str]) -> SoundBank:
         chosen = parse_tone(overrides[name]) if name in overrides else spec
         sounds.add(name, render_cycle(chosen), loop=chosen.repeat)
     sounds.add(TEST_TONE, render_cycle(ToneSpec.continuous((TEST_TONE_HZ,), -10.0)), loop=True)
+    for digit in DTMF_FREQUENCIES:  # relayed digits played into analogue legs (Channel.send_digits)
+        sounds.add(f"dtmf_{digit}", dtmf_samples(digit, on_ms=80, off_ms=80), loop=False)
     return sounds
 
 

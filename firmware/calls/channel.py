@@ -8,6 +8,7 @@ a mixer slot while it is active and the mixer moves the frames.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -41,6 +42,9 @@ class EventKind(StrEnum):
     DIAL_TONE = "dial_tone"  # the exchange's dial tone was heard on a seized line
     OUT_OF_SERVICE = "out_of_service"
     IN_SERVICE = "in_service"
+    HOLD = "hold"  # the far end put the call on hold (SIP re-INVITE sendonly/inactive)
+    RETRIEVE = "retrieve"  # ... and took it back (sendrecv again)
+    TRANSFER = "transfer"  # the leg asks its partner be connected to `value` (SIP REFER)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class ChannelEvent:
     value: str = ""  # the digit, or the reason for clearing / out of service
     caller: CallerId | None = None
 
+
+DTMF_SOUND_S = 0.16  # each `dtmf_X` sound: 80 ms of tone, 80 ms of silence
 
 EventHandler = Callable[["Channel", ChannelEvent], None]
 
@@ -138,6 +144,21 @@ class Channel(ABC):
     @abstractmethod
     async def release(self, cause: str = "normal") -> None:
         """Give the leg back (FXO: on hook; FXS: stop ringing; SIP: final response or BYE)."""
+
+    async def send_digits(self, digits: str) -> None:
+        """DTMF towards the far end during a call (a digit from the partner, a fallback's
+        extension suffix). In-band tones by default, as an analogue line carries them; SIP
+        legs send RFC 4733 events or INFO as their peer wants."""
+        for digit in digits:
+            sound = f"dtmf_{digit.upper()}"
+            if self.slot is None or sound not in self.mixer.sounds:
+                return
+            self.mixer.play(self.slot, sound)
+            await asyncio.sleep(DTMF_SOUND_S)
+
+    def transfer_result(self, succeeded: bool) -> None:
+        """Tell the leg that asked for a TRANSFER how it went (SIP: NOTIFY); most ignore it."""
+        return None
 
     async def indicate_ringing(self) -> None:
         """Tell a calling line that the callee is being alerted (SIP 180); most have nothing to do."""

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
+from firmware.calls.digitmap import DigitMap, MatchState
 from firmware.config.schema import Config
 
 
@@ -194,7 +195,10 @@ def cross_check(config: Config) -> Iterator[str]:
         if extension.number in numbers:
             yield f"{where}.number: {extension.number} is already used by {numbers[extension.number]}"
         numbers.setdefault(extension.number, where)
-        if extension.port not in fxs:
+        if extension.port is None:
+            if extension.sip_password is None:
+                yield f"{where}.port: an extension needs an FXS port, a sip_password (SIP phones), or both"
+        elif extension.port not in fxs:
             yield f"{where}.port: port {extension.port} is not an FXS port: {describe_ports(fxs, 'FXS')}"
         elif extension.port in ports:
             yield f"{where}.port: port {extension.port} is already used by {ports[extension.port]}"
@@ -301,6 +305,42 @@ def _sip_checks(config: Config, numbers: dict[str, str]) -> Iterator[str]:
     names = [peer.name for peer in config.sip.peers]
     for name in {n for n in names if names.count(n) > 1}:
         yield f"sip.peers: the name {name!r} is used more than once"
+    groups = {group.name for group in config.line_groups}
+    for name in sorted(groups & set(peers)):
+        yield f"sip.peers: {name!r} is also a line group's name; routes name both, use another"
+    for index, route in enumerate(config.outbound_routes):
+        for name in route.line_groups:
+            if name not in groups:
+                yield f"outbound_routes[{index}].line_groups: no line group named {name!r}"
+        for name in route.via:
+            if name not in groups and name not in peers:
+                yield f"outbound_routes[{index}].via: {name!r} is neither a SIP peer nor a line group"
+    yield from _sibling_checks(config, numbers)
+
+
+def _sibling_checks(config: Config, numbers: dict[str, str]) -> Iterator[str]:
+    """Ranges must not overlap (a number rings in exactly one office)."""
+    own = DigitMap(list(config.site.extension_ranges)) if config.site.extension_ranges else None
+    if own is not None:
+        for number in numbers:
+            if own.match(number).state != MatchState.COMPLETE:
+                yield f"extensions: {number} is outside site.extension_ranges {list(config.site.extension_ranges)}"
+    names = [site.name for site in config.sibling_sites]
+    for name in {n for n in names if names.count(n) > 1}:
+        yield f"sibling_sites: the name {name!r} is used more than once"
+    for index, site in enumerate(config.sibling_sites):
+        where = f"sibling_sites[{index}]"
+        if site.name == config.site.name:
+            yield f"{where}.name: {site.name!r} is this site's own name"
+        ranges = DigitMap(list(site.extensions))
+        for number in numbers:
+            if ranges.match(number).state == MatchState.COMPLETE:
+                yield f"{where}.extensions: {number} is an extension of this site"
+        cos = site.class_of_service
+        if cos is not None and cos not in config.classes_of_service:
+            yield f"{where}.class_of_service: {cos!r} is not defined in [classes_of_service]"
+        if site.host and not config.sip.listen:
+            yield f"{where}.host: sibling links need SIP: set [sip] listen"
 
 
 def _numbering_conflicts(config: Config) -> Iterator[str]:

@@ -79,6 +79,9 @@ class SiteConfig(Section):
     name: Name = "office"
     country: str = "eu"
     timezone: str = "UTC"
+    # The extension ranges this site owns (digit patterns); checked against [[extensions]]
+    # and the sibling sites' ranges. Empty: not checked.
+    extension_ranges: tuple[DigitPattern, ...] = ()
 
 
 class AudioPortConfig(Section):
@@ -193,7 +196,8 @@ class LineConfig(Section):
 class ExtensionConfig(Section):
     number: ExtensionNumber
     name: str = ""
-    port: int = Field(ge=1)
+    # The FXS port of its desk phone; None for an extension that is only SIP phones.
+    port: int | None = Field(default=None, ge=1)
     class_of_service: Name = "default"
     forward_no_answer: ExtensionNumber | None = None
     # Set it and a SIP phone may register as this extension (digest authentication).
@@ -201,40 +205,130 @@ class ExtensionConfig(Section):
 
 
 class SiblingSiteConfig(Section):
-    """Another office of the company; calls to its ranges go over SIP (a later issue)."""
+    """Another office of the company, with its own appliance: its extension ranges are
+    dialled as short numbers here and ring there (SIP, digest-authenticated both ways with
+    the shared `password`).
+
+    A sibling's calls into this site are routed with `class_of_service` (None: internal
+    numbers only, so a sibling never reaches an outside line unless config says so).
+    When the sibling cannot be reached, `fallback = "pstn"` dials `fallback_number` (the
+    office's public number, access code included, as dialled here) and then the extension
+    as DTMF `fallback_dtmf_delay_s` after the line is through; "congestion" just says so.
+    """
 
     name: Name
     extensions: tuple[DigitPattern, ...]
+    host: str = ""
+    port: int = Field(default=5060, ge=1, le=65535)
+    transport: Literal["udp", "tcp"] = "udp"
+    password: str = ""
+    class_of_service: Name | None = None
+    fallback: Literal["congestion", "pstn"] = "congestion"
+    fallback_number: Annotated[str, Field(pattern=r"^[0-9*#]{0,24}$")] = ""
+    fallback_dtmf_delay_s: float = Field(default=4.0, ge=0, le=60)
+    keepalive_s: float = Field(default=30.0, ge=0, le=3600)
+    codecs: tuple[Literal["PCMU", "PCMA", "G722"], ...] = ("PCMA", "PCMU")
+
+    @model_validator(mode="after")
+    def _link(self) -> SiblingSiteConfig:
+        if self.host:
+            _check_ip(self.host, "siblings are trusted by address")
+            if len(self.password) < 8:
+                raise ValueError("password: a sibling link needs a shared password of 8+ characters")
+        if self.fallback == "pstn" and not self.fallback_number:
+            raise ValueError("fallback = 'pstn' needs fallback_number (the office's public number)")
+        return self
+
+
+def _check_ip(host: str, why: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"host {host!r} must be an IP address ({why})") from None
+
+
+def _check_host(host: str) -> None:
+    """An IP address or a DNS name (providers' registrars usually have names)."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not re.fullmatch(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+", host):
+        raise ValueError(f"host {host!r} must be an IP address or a host name")
 
 
 class SipPeerConfig(Section):
-    """A SIP provider or PBX that is trusted by its IP address (no registration).
+    """A SIP trunk: a provider or PBX, trusted by its IP address, registering or both.
 
-    `incoming` maps the called number (the Request-URI user part) to a destination: a list
-    of extensions ringing together ("201,202") or "peer:NAME" to pass the call on to another
+    `incoming` maps the called number (Request-URI user part, or the To header's with
+    `did_from = "to"`, as registering providers send) to a destination: a list of
+    extensions ringing together ("201,202") or "peer:NAME" to pass the call on to another
     peer, which needs `allow_tandem` (an outside line is never reached without it).
     "*" is the destination of numbers not listed.
+
+    `registration = true` keeps a registration (digest, `username`/`password`) at the
+    provider, retried with back-off; outgoing INVITEs answer the provider's challenge with
+    the same credentials. `keepalive_s` sends OPTIONS that tell whether the peer is up: a
+    trunk that is down (or not registered) is skipped by outbound routes.
     """
 
     name: Name
     host: str
     port: int = Field(default=5060, ge=1, le=65535)
+    transport: Literal["udp", "tcp"] = "udp"
     incoming: dict[str, str] = Field(default_factory=dict)
+    did_from: Literal["request_uri", "to"] = "request_uri"
     allow_tandem: bool = False
     max_channels: int = Field(default=30, ge=1, le=10_000)
     codecs: tuple[Literal["PCMU", "PCMA", "G722"], ...] = ("PCMU", "PCMA")
+    dtmf_mode: Literal["rfc4733", "info", "inband"] = "rfc4733"
     # Outgoing calls to this peer: the number as the peer wants it, and who we say we are.
     outbound_strip: int = Field(default=0, ge=0, le=10)
     outbound_prepend: Annotated[str, Field(pattern=r"^\+?[0-9]{0,15}$")] = ""
     caller_id: Annotated[str, Field(pattern=r"^\+?[0-9]{0,20}$")] = ""
+    # Registration and digest credentials (providers).
+    registration: bool = False
+    username: str = ""
+    auth_username: str = ""  # when the provider's auth user differs from the AOR user
+    password: str = ""
+    domain: str = ""  # the AOR's domain; default: host
+    register_expires: int = Field(default=600, ge=60, le=86_400)
+    keepalive_s: float = Field(default=0.0, ge=0, le=3600)
 
     @model_validator(mode="after")
-    def _ip_address(self) -> SipPeerConfig:
+    def _usable(self) -> SipPeerConfig:
+        _check_host(self.host)
+        if self.registration and not (self.username and self.password):
+            raise ValueError("registration = true needs username and password")
+        return self
+
+    @property
+    def is_ip(self) -> bool:
         try:
             ipaddress.ip_address(self.host)
         except ValueError:
-            raise ValueError(f"host {self.host!r} must be an IP address (peers are trusted by address)") from None
-        return self
+            return False
+        return True
+
+
+class OutboundRouteConfig(Section):
+    """Where numbers dialled after a line group's access code go, tried in order.
+
+    The first route (in file order) whose `patterns` match the number (access code removed)
+    and whose `line_groups` include the access code dialled (empty: any) gives the trunks:
+    each entry of `via` is a SIP peer or a line group (its city lines, then its sip_peers).
+    A trunk that is busy, down or full is skipped for the next one; a called party that is
+    busy ends the call. `strip`/`prepend` rewrite the number first (e.g. strip 0, prepend
+    +351); each peer's own rules apply after. Class of service is checked before any route.
+    """
+
+    name: Name
+    patterns: tuple[DigitPattern, ...]
+    line_groups: tuple[Name, ...] = ()
+    via: tuple[Name, ...]
+    strip: int = Field(default=0, ge=0, le=10)
+    prepend: Annotated[str, Field(pattern=r"^\+?[0-9]{0,15}$")] = ""
 
 
 class SipConfig(Section):
@@ -285,12 +379,19 @@ class Config(Section):
     extensions: tuple[ExtensionConfig, ...] = ()
     feature_codes: dict[str, FeatureCode] = Field(default_factory=dict)
     sibling_sites: tuple[SiblingSiteConfig, ...] = ()
+    outbound_routes: tuple[OutboundRouteConfig, ...] = ()
+
+    def sip_peer(self, name: str) -> SipPeerConfig | None:
+        return next((p for p in self.sip.peers if p.name == name), None)
+
+    def sibling_site(self, name: str) -> SiblingSiteConfig | None:
+        return next((s for s in self.sibling_sites if s.name == name), None)
 
     def extension(self, number: str) -> ExtensionConfig | None:
         return next((e for e in self.extensions if e.number == number), None)
 
     def extension_on_port(self, port: int) -> ExtensionConfig | None:
-        return next((e for e in self.extensions if e.port == port), None)
+        return next((e for e in self.extensions if e.port is not None and e.port == port), None)
 
     def line_on_port(self, port: int) -> LineConfig | None:
         return next((line for line in self.lines if line.port == port), None)
