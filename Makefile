@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	@if ! command -v sipp >/dev/null 2>&1; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester) \
 	  || echo "warning: could not install sip-tester (SIPp)"; fi
+	@if ! command -v baresip >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq baresip) \
+	  || echo "warning: could not install baresip"; fi
 
 run: $(STAMP)
 	$(VENV)/bin/minipbx run
