@@ -1,15 +1,23 @@
-"""The SIP stack's asyncio shell: UDP transport, parser, transaction layer, timers.
+"""The SIP stack's asyncio shell: UDP and TCP transports, parser, transaction layer, timers.
 
-Everything with rules lives in sans-I/O modules (message parsing, `TransactionLayer`,
-digest auth, the brute-force guard); this shell only moves datagrams and fires timers.
-Bad input never escapes it: a datagram that does not parse is counted and, when it is a
-request whose Via can be read, answered 400 statelessly; anything else is dropped.
+Everything with rules lives in sans-I/O modules (message parsing, stream framing,
+`TransactionLayer`, digest auth, the brute-force guard); this shell only moves messages and
+fires timers. Bad input never escapes it: a message that does not parse is counted and,
+when it is a request whose Via can be read, answered 400 statelessly; anything else is
+dropped. A TCP stream that cannot be framed any more is answered (if a request head was
+read) and closed (see firmware/sip/tcp.py).
+
+Addresses: over UDP the transaction user sees plain (host, port) tuples, as before. A
+message that came over TCP is attributed to a `Peer`: the same (host, port) tuple that
+also carries `transport == "tcp"` and the connection it arrived on, so handing it back to
+`request()` or `send_raw()` (a BYE in a dialog, say) goes back the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +27,8 @@ from firmware.sip.guard import AuthGuard
 from firmware.sip.headers import Headers
 from firmware.sip.message import Request, Response, make_response, parse_message
 from firmware.sip.message_errors import SipParseError
+from firmware.sip.tcp import FramingError, TcpConnection, TcpCounters, TcpLimits, TcpTransport
+from firmware.sip.timers import TimerSettings
 from firmware.sip.transaction import (
     DeliverRequest,
     DeliverResponse,
@@ -35,6 +45,74 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 RequestHandler = Callable[["ServerTransaction | None", Request, Address], None]
 _DEFAULT_SIP_PORT = 5060
+TRANSPORTS = ("udp", "tcp")
+# The sent-protocol of a Via value: "SIP/2.0/UDP" (LWS allowed around the slashes).
+_VIA_PROTOCOL = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*[A-Za-z0-9.!%*_+`'~-]+", re.IGNORECASE)
+_VIA_PROTOCOL_BYTES = re.compile(
+    rb"^((?:via|v)[ \t]*:[ \t]*SIP[ \t]*/[ \t]*2\.0[ \t]*/[ \t]*)[A-Za-z0-9.!%*_+`'~-]+",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+class Peer(tuple[str, int]):
+    """A (host, port) that also says how to reach it: unpacks, indexes and compares like
+    the plain tuple, so transaction users that only read source[0] keep working.
+
+    `connection` is the TCP connection a request arrived on (responses go back on it,
+    RFC 3261 §18.2.2); `fallback` is where to connect when it is gone (the source address
+    with the Via sent-by port).
+    """
+
+    transport: str
+    connection: TcpConnection | None
+    fallback: Address | None
+
+    def __new__(
+        cls,
+        host: str,
+        port: int,
+        transport: str = "udp",
+        connection: TcpConnection | None = None,
+        fallback: Address | None = None,
+    ) -> Peer:
+        peer = super().__new__(cls, (host, port))
+        peer.transport = transport
+        peer.connection = connection
+        peer.fallback = fallback
+        return peer
+
+    def __repr__(self) -> str:
+        return f"Peer({self[0]!r}, {self[1]}, {self.transport!r})"
+
+
+def transport_of(destination: Address, transport: str | None = None) -> str:
+    """The transport to use: the one asked for, else the one the address came by, else UDP."""
+    chosen = (transport or getattr(destination, "transport", "udp")).lower()
+    if chosen not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+    return chosen
+
+
+def set_via_transport(request: Request, transport: str) -> None:
+    """Make the top Via name the transport the request really leaves on (§18.1.1)."""
+    vias = request.headers.get_all("Via")
+    if not vias:
+        return
+    rewritten = _VIA_PROTOCOL.sub(f"SIP/2.0/{transport.upper()}", vias[0], count=1)
+    if rewritten != vias[0]:
+        vias[0] = rewritten
+        request.headers.set("Via", vias)
+
+
+def set_via_transport_bytes(data: bytes, transport: str) -> bytes:
+    """The same for a request already in wire form (an ACK for a 2xx); responses unchanged."""
+    if data[:4].upper() == b"SIP/":
+        return data
+    head_end = data.find(b"\r\n\r\n")
+    head = data if head_end < 0 else data[:head_end]
+    token = transport.upper().encode()
+    rewritten = _VIA_PROTOCOL_BYTES.sub(lambda match: match.group(1) + token, head, count=1)
+    return data if rewritten == head else rewritten + data[len(head) :]
 
 
 class Envelope:
@@ -92,33 +170,78 @@ class StackCounters:
     blocked: int = 0
     send_errors: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
+    tcp: TcpCounters = field(default_factory=TcpCounters)
 
 
 class SipStack(asyncio.DatagramProtocol):
-    """One UDP socket, one transaction layer, and the transaction user's callbacks."""
+    """One UDP socket and a TCP listener on the same host:port, one transaction layer, and
+    the transaction user's callbacks."""
 
-    def __init__(self, on_request: RequestHandler, guard: AuthGuard | None = None) -> None:
+    def __init__(
+        self,
+        on_request: RequestHandler,
+        guard: AuthGuard | None = None,
+        *,
+        tcp: bool = True,
+        tcp_limits: TcpLimits | None = None,
+        timer_settings: TimerSettings | None = None,
+    ) -> None:
         self.on_request = on_request
         self.guard = guard
         self.counters = StackCounters()
-        self.layer = TransactionLayer(build_ack=build_ack, build_trying=build_trying)
+        self.layer = TransactionLayer(
+            build_ack=build_ack, build_trying=build_trying, settings=timer_settings
+        )
+        self.tcp: TcpTransport | None = None
+        if tcp:
+            self.tcp = TcpTransport(
+                self._stream_received,
+                self._stream_framing_error,
+                limits=tcp_limits,
+                counters=self.counters.tcp,
+                on_accept=self._accept_connection,
+            )
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._waiting: dict[int, asyncio.Future[Response]] = {}
         self._listeners: dict[int, Callable[[Response], None]] = {}
+        self._running = False
         self.local_address: Address = ("0.0.0.0", 0)
+        self.listening: list[str] = []  # "udp:host:port", "tcp:host:port"
 
     # ----- life cycle ----------------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> Address:
+    async def start(self, host: str, port: int, *, attempts: int = 5) -> Address:
+        """Listen on UDP and TCP on the same host:port.
+
+        With port 0 the UDP socket picks the port and TCP takes the same one; if that port is
+        taken on TCP, another is tried (up to `attempts` times).
+        """
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
-        self._transport = transport  # type: ignore[assignment]
-        self.local_address = transport.get_extra_info("sockname")[:2]
-        log.info("event=sip_listening udp=%s:%d", *self.local_address)
+        for attempt in range(attempts):
+            transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+            self._transport = transport  # type: ignore[assignment]
+            self.local_address = transport.get_extra_info("sockname")[:2]
+            if self.tcp is None:
+                break
+            try:
+                await self.tcp.listen(host, self.local_address[1])
+                break
+            except OSError:
+                transport.close()
+                self._transport = None
+                if port != 0 or attempt == attempts - 1:
+                    raise
+        self._running = True
+        shown = "{}:{}:{}"
+        self.listening = [shown.format("udp", *self.local_address)]
+        if self.tcp is not None:
+            self.listening.append(shown.format("tcp", *self.local_address))
+        log.info("event=sip_listening on=%s", ",".join(self.listening))
         return self.local_address
 
     async def stop(self) -> None:
+        self._running = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -128,6 +251,28 @@ class SipStack(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        if self.tcp is not None:
+            await self.tcp.close()
+
+    def transport_status(self) -> dict[str, Any]:
+        """For the service's status: where we listen and what the TCP side is doing."""
+        tcp = self.counters.tcp
+        return {
+            "listening": list(self.listening),
+            "tcp": {
+                "open": tcp.open,
+                "accepted": tcp.accepted,
+                "connected": tcp.connected,
+                "connect_failures": tcp.connect_failures,
+                "refused": tcp.refused,
+                "framing_errors": tcp.framing_errors,
+                "idle_closed": tcp.idle_closed,
+                "overflows": tcp.overflows,
+                "keepalives": tcp.keepalives,
+                "messages_in": tcp.messages_in,
+                "messages_out": tcp.messages_out,
+            },
+        }
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -161,6 +306,68 @@ class SipStack(asyncio.DatagramProtocol):
             log.exception("event=sip_receive_failed source=%s:%d", *source)
             return
         self._run(actions)
+
+    # ----- receiving over TCP ------------------------------------------------------------------
+
+    def _accept_connection(self, remote: Address) -> bool:
+        if self.guard is not None and self.guard.is_blocked(remote[0], time.monotonic()):
+            self.counters.blocked += 1
+            return False
+        return True
+
+    def _stream_received(self, data: bytes, connection: TcpConnection) -> None:
+        """One whole message cut from a TCP stream (firmware/sip/tcp.py did the framing)."""
+        host, port = connection.remote
+        now = time.monotonic()
+        if self.guard is not None and self.guard.is_blocked(host, now):
+            self.counters.blocked += 1
+            connection.close()
+            return
+        try:
+            message = parse_message(data, stream=True)
+            envelope = Envelope(message)
+        except SipParseError as error:
+            # Framed by Content-Length, so the stream is still in step: answer, keep it open.
+            self._malformed(error, Peer(host, port, "tcp", connection))
+            return
+        if isinstance(message, Request):
+            self._note_source(message, (host, port))
+            fallback = (host, message.headers.top_via.port or _DEFAULT_SIP_PORT)
+            source = Peer(host, port, "tcp", connection, fallback)
+        else:
+            source = Peer(host, port, "tcp", connection)
+        try:
+            actions = self.layer.receive(envelope, source, now, reliable=True)
+        except Exception:
+            log.exception("event=sip_receive_failed source=tcp:%s:%d", host, port)
+            return
+        self._run(actions)
+
+    def _stream_framing_error(self, connection: TcpConnection, error: FramingError) -> None:
+        """The stream is lost; a request whose head we read hears why before the close."""
+        self.counters.malformed += 1
+        reason = "tcp framing"
+        self.counters.by_reason[reason] = self.counters.by_reason.get(reason, 0) + 1
+        if error.head is None:
+            return
+        try:
+            parsed = parse_message(error.head)
+            if isinstance(parsed, Response):
+                return
+            headers = parsed.headers
+        except SipParseError as parse_error:
+            if parse_error.status_hint is None or parse_error.headers is None:
+                return
+            headers = parse_error.headers
+        try:
+            headers.top_via  # noqa: B018 - a response needs somewhere to go
+        except SipParseError:
+            return
+        text = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in error.reason)[:60]
+        phrase = "Bad Request" if error.status == 400 else "Message Too Large"
+        response = make_response(headers, error.status, f"{phrase} ({text})")
+        self.counters.answered_400 += 1
+        connection.write(response.to_bytes())
 
     def _note_source(self, request: Request, source: Address) -> None:
         """RFC 3261 18.2.1 and RFC 3581: where the request really came from, in its Via."""
@@ -202,7 +409,10 @@ class SipStack(asyncio.DatagramProtocol):
 
     # ----- sending -------------------------------------------------------------------------
 
-    def _send(self, data: bytes, destination: Address) -> None:
+    def _send(self, data: bytes, destination: Address, transaction: Any = None) -> None:
+        if type(destination) is Peer and destination.transport == "tcp":
+            self._send_tcp(data, destination, transaction)
+            return
         if self._transport is None:
             return
         try:
@@ -211,9 +421,44 @@ class SipStack(asyncio.DatagramProtocol):
         except OSError:
             self.counters.send_errors += 1
 
-    def send_raw(self, data: bytes, destination: Address) -> None:
-        """Outside any transaction: the ACK for a 2xx (RFC 3261 13.2.2.4)."""
-        self._send(data, destination)
+    def _send_tcp(self, data: bytes, peer: Peer, transaction: Any) -> None:
+        if self.tcp is None or not self._running:
+            self.counters.send_errors += 1
+            return
+        if transaction is not None:
+            on_failure = lambda: self._transport_failed(transaction)  # noqa: E731
+        else:
+            on_failure = self._raw_send_failed
+        target = peer.fallback or (peer[0], peer[1])
+        self.tcp.send(data, target, peer.connection, on_failure)
+
+    def _transport_failed(self, transaction: Any) -> None:
+        """A TCP connection could not be made or was gone: §17's transport error."""
+        self.counters.send_errors += 1
+        if self._running:
+            self._run(self.layer.transport_error(transaction, time.monotonic()))
+
+    def _raw_send_failed(self) -> None:
+        self.counters.send_errors += 1
+
+    def send_raw(self, data: bytes, destination: Address, transport: str | None = None) -> None:
+        """Outside any transaction: the ACK for a 2xx (RFC 3261 13.2.2.4).
+
+        `transport` "udp" or "tcp"; by default the one `destination` came by (a `Peer`), else
+        UDP. A request's top Via is rewritten to name it.
+        """
+        kind = transport_of(destination, transport)
+        data = set_via_transport_bytes(data, kind)
+        self._send(data, self._destination(destination, kind))
+
+    @staticmethod
+    def _destination(destination: Address, transport: str) -> Address:
+        """Tag `destination` for the transport layer: a Peer for TCP, a plain tuple for UDP."""
+        if transport == "tcp":
+            if type(destination) is Peer and destination.transport == "tcp":
+                return destination
+            return Peer(destination[0], destination[1], "tcp")
+        return (destination[0], destination[1]) if type(destination) is Peer else destination
 
     def respond(self, transaction: ServerTransaction, response: Response) -> None:
         self._run(self.layer.respond(transaction, Envelope(response), time.monotonic()))
@@ -223,14 +468,25 @@ class SipStack(asyncio.DatagramProtocol):
         request: Request,
         destination: Address,
         on_response: Callable[[Response], None] | None = None,
+        *,
+        transport: str | None = None,
     ) -> Response:
-        """Send a request in a client transaction; the final response (408 on timeout).
+        """Send a request in a client transaction; the final response (408 on timeout, 503
+        when a TCP connection cannot be made).
 
         `on_response` sees every response of the transaction as it comes: provisionals,
         the final, and retransmitted 2xx finals (whose ACK the dialog sends again).
+        `transport` is "udp" or "tcp"; by default the one `destination` came by (a `Peer`
+        handed to the TU with a request), else UDP. The top Via is rewritten to name it, and
+        over TCP nothing is retransmitted (the layer's reliable mode).
         """
+        kind = transport_of(destination, transport)
+        set_via_transport(request, kind)
         transaction, actions = self.layer.send_request(
-            Envelope(request), destination, time.monotonic()
+            Envelope(request),
+            self._destination(destination, kind),
+            time.monotonic(),
+            reliable=kind != "udp",
         )
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._waiting[id(transaction)] = future
@@ -247,7 +503,7 @@ class SipStack(asyncio.DatagramProtocol):
     def _run(self, actions: list[Any]) -> None:
         for action in actions:
             if isinstance(action, Send):
-                self._send(action.message.to_bytes(), action.destination)
+                self._send(action.message.to_bytes(), action.destination, action.transaction)
             elif isinstance(action, DeliverRequest):
                 try:
                     self.on_request(action.transaction, action.request.message, action.source)
@@ -255,9 +511,10 @@ class SipStack(asyncio.DatagramProtocol):
                     log.exception("event=sip_request_handler_failed")
             elif isinstance(action, DeliverResponse):
                 self._settle(action.transaction, action.response.message)
-            elif isinstance(action, DeliverTimeout | DeliverTransportError):
-                timeout = Response(408, "Request Timeout")
-                self._settle(action.transaction, timeout)
+            elif isinstance(action, DeliverTimeout):
+                self._settle(action.transaction, Response(408, "Request Timeout"))
+            elif isinstance(action, DeliverTransportError):
+                self._settle(action.transaction, Response(503, "Service Unavailable (transport error)"))
             elif isinstance(action, Terminated):
                 self._listeners.pop(id(action.transaction), None)
         self._arm_timer()
