@@ -93,6 +93,7 @@ class TrunkRegistration:
         self.granted_s: int | None = None
         self.next_attempt_at: float | None = None  # monotonic
         self.failures = 0  # consecutive
+        self.retry_delay_s: float | None = None  # the wait chosen after the last failure
         self.attempts = 0
         self.registrations = 0
         self.contact = ""
@@ -185,6 +186,7 @@ class TrunkRegistration:
         else:
             base = min(self.backoff_base_s * 2 ** (self.failures - 1), self.backoff_max_s)
             delay = min(base * (0.8 + 0.4 * self.rng()), self.backoff_max_s)
+        self.retry_delay_s = delay
         self.next_attempt_at = self.clock() + delay
         self._set_state(RegistrationState.FAILED, status, reason)
         return delay
@@ -224,6 +226,7 @@ class TrunkRegistration:
     async def unregister(self) -> None:
         """Remove our binding (Expires: 0), answering one challenge, within the bounded wait."""
         if self.state != RegistrationState.REGISTERED or self._destination is None:
+            self.next_attempt_at = None
             self._set_state(RegistrationState.UNREGISTERED, self.last_status, self.last_reason)
             return
         destination = self._destination
@@ -264,6 +267,7 @@ class TrunkRegistration:
             "next_attempt_in_s": round(next_in, 1) if next_in is not None else None,
             "next_attempt_at": round(wall + next_in, 1) if next_in is not None else None,
             "failures": self.failures,
+            "retry_delay_s": round(self.retry_delay_s, 2) if self.failures and self.retry_delay_s else None,
             "attempts": self.attempts,
         }
 
