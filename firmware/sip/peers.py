@@ -164,6 +164,7 @@ class PeerTarget:
     host: str
     port: int
     keepalive_s: float
+    transport: str = "udp"
 
 
 UNKNOWN, UP, DOWN = "unknown", "up", "down"
@@ -303,7 +304,9 @@ class PeerMonitor:
         loop = asyncio.get_running_loop()
         sent = loop.time()
         try:
-            response = await asyncio.wait_for(self.stack.request(request, destination), timeout)
+            response = await asyncio.wait_for(
+                self.stack.request(request, destination, transport=target.transport), timeout
+            )
         except TimeoutError:
             return self._record(target.name, reach, None, "no answer")
         reach.rtt_ms = round((loop.time() - sent) * 1000, 1)

@@ -123,7 +123,7 @@ class TrunkRegistration:
         response: Response | None = None
         for _round in range(MAX_ROUNDS):
             request = self._request(address, expires)
-            response = await self.stack.request(request, self._destination)
+            response = await self.stack.request(request, self._destination, transport=self.peer.transport)
             try:
                 outcome = self._outcome(request, response, expires)
             except SipParseError as error:
@@ -210,6 +210,8 @@ class TrunkRegistration:
         if not self.call_id:
             self.call_id = new_call_id(local[0])
         self.contact = f"sip:{self.peer.username}@{local[0]}:{local[1]}"
+        if self.peer.transport == "tcp":
+            self.contact += ";transport=tcp"
         self.cseq += 1
         port = self.peer.port if not self.peer.domain and self.peer.port != 5060 else None
         uri = SipUri(host=self.domain, port=port)
@@ -234,7 +236,7 @@ class TrunkRegistration:
             async with asyncio.timeout(self.unregister_timeout_s):
                 for _round in range(2):
                     request = self._request(destination[0], 0)
-                    response = await self.stack.request(request, destination)
+                    response = await self.stack.request(request, destination, transport=self.peer.transport)
                     if response.status not in (401, 407):
                         break
                     challenge, sent = ("WWW-Authenticate", "Authorization") if response.status == 401 else (
@@ -323,6 +325,6 @@ def _uri_key(uri: SipUri) -> tuple[str, str, int]:
 
 
 def _contact_key(contact: str) -> tuple[str, str, int]:
-    user, _, rest = contact.removeprefix("sip:").partition("@")
+    user, _, rest = contact.removeprefix("sip:").partition(";")[0].partition("@")
     host, _, port = rest.partition(":")
     return (user, host.lower(), int(port) if port.isdigit() else 5060)

@@ -20,7 +20,7 @@ class ScriptedStack:
         self.local_address = LOCAL
         self.sent: list[tuple[Request, tuple[str, int]]] = []
 
-    async def request(self, request: Request, destination: tuple[str, int], on_response=None) -> Response:
+    async def request(self, request: Request, destination: tuple[str, int], on_response=None, **_options: object) -> Response:
         self.sent.append((request, destination))
         response = self.answer(request)
         if response is None:

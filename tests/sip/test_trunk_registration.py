@@ -43,7 +43,7 @@ class ScriptedStack:
         self.sent: list[tuple[Request, tuple[str, int]]] = []
         self.hang = False
 
-    async def request(self, request: Request, destination: tuple[str, int], on_response=None) -> Response:
+    async def request(self, request: Request, destination: tuple[str, int], on_response=None, **_options: object) -> Response:
         self.sent.append((request, destination))
         if self.hang:
             await asyncio.sleep(3600)

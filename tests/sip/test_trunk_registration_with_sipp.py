@@ -62,18 +62,20 @@ async def stack_only() -> SipService:
         await service.stop()
 
 
-def provider(port: int, password: str = "trunk-secret") -> SipPeerConfig:
+def provider(port: int, password: str = "trunk-secret", transport: str = "udp") -> SipPeerConfig:
     return SipPeerConfig(
         name="provider", host="127.0.0.1", port=port, registration=True, username="3512100",
-        auth_username="trunkauth", password=password, domain="provider.test",
+        auth_username="trunkauth", password=password, domain="provider.test", transport=transport,
     )  # fmt: skip
 
 
-async def test_registers_with_digest_refreshes_and_unregisters(stack_only: SipService) -> None:
-    port = free_port()
-    registrar = await start_sipp("-sf", str(SCENARIOS / "peer_registrar.xml"), "-p", str(port), "-m", "1")
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_registers_with_digest_refreshes_and_unregisters(stack_only: SipService, transport: str) -> None:
+    port = free_port(socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM)
+    registrar = await start_sipp("-sf", str(SCENARIOS / "peer_registrar.xml"), "-p", str(port), "-m", "1",
+                                 "-t", "t1" if transport == "tcp" else "u1")  # fmt: skip
     await asyncio.sleep(0.3)
-    trunk = TrunkRegistration(provider(port), stack_only.stack, Resolver(), lambda _ip: "127.0.0.1")
+    trunk = TrunkRegistration(provider(port, transport=transport), stack_only.stack, Resolver(), lambda _ip: "127.0.0.1")
     task = asyncio.create_task(trunk.run())
     try:
         await until(lambda: trunk.state == RegistrationState.REGISTERED)
