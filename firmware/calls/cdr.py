@@ -153,6 +153,10 @@ class CallRecord:
     cause: str = ""
     destination_kind: str | None = None
     site: str = ""
+    # The same id on the records of both offices for a call across sites (reports join them).
+    correlation_id: str = ""
+    # The extension that transferred this call here (SIP REFER), if any.
+    transferred_by: str | None = None
 
     def __post_init__(self) -> None:
         self.start = _to_utc_millis(self.start, "start")
@@ -219,7 +223,17 @@ def _migration_1_create_cdr(connection: sqlite3.Connection) -> None:
     connection.execute("CREATE INDEX cdr_called ON cdr (called_extension, start_utc)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_migration_1_create_cdr,)
+def _migration_2_correlation_and_transfer(connection: sqlite3.Connection) -> None:
+    """Version 2: cross-site correlation id and the transferring extension."""
+    connection.execute("ALTER TABLE cdr ADD COLUMN correlation_id TEXT NOT NULL DEFAULT ''")
+    connection.execute("ALTER TABLE cdr ADD COLUMN transferred_by TEXT")
+    connection.execute("CREATE INDEX cdr_correlation ON cdr (correlation_id) WHERE correlation_id != ''")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _migration_1_create_cdr,
+    _migration_2_correlation_and_transfer,
+)
 """Migration ``i`` (0-based) takes the schema from ``user_version`` i to i + 1.
 
 Append only; never edit a released migration.  Each runs inside one transaction
@@ -283,6 +297,8 @@ _COLUMNS = (
     "cause",
     "destination_kind",
     "site",
+    "correlation_id",
+    "transferred_by",
 )
 _INSERT_SQL = f"INSERT INTO cdr ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _RECENT_SQL = f"SELECT {', '.join(_COLUMNS)} FROM cdr ORDER BY start_utc DESC, id DESC LIMIT ?"
@@ -318,6 +334,8 @@ def _record_to_row(record: CallRecord) -> tuple[Any, ...]:
         record.cause,
         record.destination_kind,
         record.site,
+        record.correlation_id,
+        record.transferred_by,
     )
 
 
@@ -341,6 +359,8 @@ def _record_from_row(row: Sequence[Any]) -> CallRecord:
         cause=values["cause"],
         destination_kind=values["destination_kind"],
         site=values["site"],
+        correlation_id=values["correlation_id"],
+        transferred_by=values["transferred_by"],
     )
 
 
@@ -679,4 +699,6 @@ def record_to_json(record: CallRecord) -> dict[str, Any]:
         "hangup_side": str(record.hangup_side),
         "cause": record.cause,
         "destination_kind": record.destination_kind,
+        "correlation_id": record.correlation_id,
+        "transferred_by": record.transferred_by,
     }

@@ -25,7 +25,10 @@ from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, R
 from firmware.calls.dialplan import DialPlan, RouteKind, RoutePlan
 from firmware.calls.digitmap import MatchState
 from firmware.calls.lifecycle import IllegalTransition, LegState
-from firmware.calls.session import CallSession, RecordDraft, utc_now
+from firmware.calls.outside import OutsideCalls
+from firmware.calls.routes import OutboundRoutes
+from firmware.calls.session import CallEnded, CallSession, RecordDraft, utc_now
+from firmware.calls.transfer import TransferCalls
 from firmware.config.schema import Config
 from firmware.media.mixer import Mixer
 
@@ -33,15 +36,9 @@ log = logging.getLogger("firmware.calls")
 
 _CALLER_ID_WAIT_S = 2.5
 _EARLY_CALLER_ID_S = 10.0  # a caller ID sent before the first ring (UK style) stays valid
-_DIAL_DONE_WAIT_S = 60.0
-_FIXED_DIAL_DELAY_S = 1.0
 
 
 _IDLE_LEG_EVENTS = (EventKind.ON_HOOK, EventKind.OFF_HOOK, EventKind.OUT_OF_SERVICE, EventKind.IN_SERVICE)
-
-
-class CallEnded(Exception):
-    """Raised inside a call coroutine when the call is over; carries nothing, the draft does."""
 
 
 @dataclass
@@ -54,7 +51,7 @@ class ManagerCounters:
     events_ignored: int = 0
 
 
-class CallManager:
+class CallManager(OutsideCalls, TransferCalls):
     def __init__(self, config: Config, mixer: Mixer, cdr: CdrStore) -> None:
         self.mixer = mixer
         self.cdr = cdr
@@ -71,6 +68,8 @@ class CallManager:
         self.outbound_leg: Callable[[str], Channel | None] | None = None
         # The extra devices of an extension (its registered SIP phones), rung with its port.
         self.extra_devices: Callable[[str], list[Channel]] | None = None
+        # Whether a named SIP peer or "sibling:NAME" is up (registered, answering keep-alives).
+        self.trunk_available: Callable[[str], bool] | None = None
         self.apply_config(config)
 
     # ----- configuration -----------------------------------------------------------------
@@ -79,6 +78,7 @@ class CallManager:
         """Swap numbering and routing; calls in progress keep the legs they have."""
         self.config = config
         self.dialplan = DialPlan(config)
+        self.routes = OutboundRoutes(config)
         self._extension_channels: dict[str, Channel] = {}
         self._line_channels: dict[str, Channel] = {}
         for channel in self.channels:
@@ -229,18 +229,21 @@ class CallManager:
         if session.id not in self.sessions:
             return
         for draft in session.drafts:
-            record = draft.build(self.config.site.name)
-            try:
-                await self.cdr.async_write(record)
-            except Exception:
-                self.counters.cdr_failures += 1
-                log.exception("event=cdr_write_failed call_id=%s", record.call_id)
-            self._log_call("call_end", record_to_json(record))
+            await self._write_record(draft)
         session.drafts.clear()
         for leg in list(session.legs):
             await self._give_back(session, leg, "busy")
         del self.sessions[session.id]
         self.counters.calls_ended += 1
+
+    async def _write_record(self, draft: RecordDraft) -> None:
+        record = draft.build(self.config.site.name)
+        try:
+            await self.cdr.async_write(record)
+        except Exception:
+            self.counters.cdr_failures += 1
+            log.exception("event=cdr_write_failed call_id=%s", record.call_id)
+        self._log_call("call_end", record_to_json(record))
 
     async def _give_back(self, session: CallSession, leg: Channel, tone: str) -> None:
         """Return a leg to the idle pool; a phone still off hook hears `tone` until hung up."""
@@ -436,13 +439,7 @@ class CallManager:
                 session, caller, "special_information", Disposition.INVALID, plan.reason
             )
         elif plan.kind == RouteKind.SIBLING:
-            await self._reject(
-                session,
-                caller,
-                "congestion",
-                Disposition.FAILED,
-                f"sibling_unreachable:{plan.site}",
-            )
+            await self._call_sibling(session, caller, plan)
         else:
             await self._reject(
                 session,
@@ -589,6 +586,10 @@ class CallManager:
         self._log_call("call_answer", {"call": session.id, "a": a.name, "b": b.name})
         draft = session.draft
         assert draft is not None
+        if session.after_answer is not None:  # a fallback's DTMF suffix, once the line is through
+            digits, delay = session.after_answer
+            session.after_answer = None
+            self._relay_digits(session, b, digits, delay)
         while True:
             item = await self._wait(session, None)
             assert item is not None
@@ -609,6 +610,18 @@ class CallManager:
                 if not back:
                     raise CallEnded
                 self.mixer.connect(a.slot, b.slot)
+            elif event.kind == EventKind.DIGIT and "sip" in (channel.technology, other.technology):
+                # Digits that arrived as events (RFC 4733, INFO) or that a SIP leg must
+                # send as events; analogue-to-analogue DTMF is in the audio already.
+                self._relay_digits(session, other, event.value)
+            elif event.kind == EventKind.HOLD:
+                other.play("hold")
+                self._log_call("call_hold", {"call": session.id, "holder": channel.name, "held": other.name})
+            elif event.kind == EventKind.RETRIEVE:
+                other.stop_sound()
+                self._log_call("call_retrieve", {"call": session.id, "holder": channel.name, "held": other.name})
+            elif event.kind == EventKind.TRANSFER and await self._transfer(session, channel, other, event.value):
+                return
 
     async def _consult(self, session: CallSession, holder: Channel, held: Channel) -> bool:
         """Consultation hold: `held` hears the hold tone, `holder` gets dial tone.
@@ -786,218 +799,6 @@ class CallManager:
         holder.set_state(LegState.CONNECTED)
         return True
 
-    # ----- outside lines -----------------------------------------------------------------
-
-    def _free_line(self, groups: tuple[str, ...]) -> tuple[Channel, str] | None:
-        for group in groups:
-            for line in self.config.lines:
-                if line.group != group:
-                    continue
-                channel = self.line_channel(line.name)
-                if (
-                    channel is not None
-                    and channel.state == LegState.IDLE
-                    and channel.name not in self._owner
-                ):
-                    return channel, group
-        return None
-
-    async def _call_out(self, session: CallSession, caller: Channel, plan: RoutePlan) -> None:
-        draft = session.draft
-        assert draft is not None
-        found = self._free_line(plan.line_groups)
-        if found is None:
-            trunks = [
-                (peer, group.name)
-                for name in plan.line_groups
-                if (group := self.config.line_group(name)) is not None
-                for peer in group.sip_peers
-            ]
-            if trunks:
-                await self._call_out_sip(session, caller, plan.number, trunks)
-            await self._reject(
-                session, caller, "congestion", Disposition.CONGESTION, "no_free_line"
-            )
-        assert found is not None
-        line, group = found
-        draft.line, draft.line_group = line.number, group
-        self._claim(session, line)
-        line_config = next(lc for lc in self.config.lines if lc.name == line.number)
-        line.set_state(LegState.DIALLING)
-        caller.set_state(LegState.CALLING)
-        await line.seize()
-        if line_config.wait_for_dial_tone:
-            listen = getattr(line, "listen_for_dial_tone", None)
-            if listen is not None:
-                listen()
-            if not await self._await_line_event(
-                session, caller, line, EventKind.DIAL_TONE, self.config.timers.fxo_dial_tone_wait_s
-            ):
-                log.warning("event=no_dial_tone line=%s", line.name)
-                await self._reject(
-                    session, caller, "congestion", Disposition.FAILED, "no_dial_tone"
-                )
-        else:
-            await self._await_line_event(
-                session, caller, line, EventKind.DIAL_TONE, _FIXED_DIAL_DELAY_S
-            )
-        await line.dial(plan.number)
-        if not await self._await_line_event(
-            session, caller, line, EventKind.DIAL_DONE, _DIAL_DONE_WAIT_S
-        ):
-            await self._reject(session, caller, "congestion", Disposition.FAILED, "dialling_failed")
-        if getattr(line, "answer_supervision", "none") == "polarity":
-            line.awaiting_answer = True  # type: ignore[attr-defined]
-        else:
-            draft.answered()
-        draft.disposition = None if draft.answer is None else Disposition.ANSWERED
-        await self._connected(session, caller, line)
-
-    async def _await_line_event(
-        self,
-        session: CallSession,
-        caller: Channel,
-        line: Channel,
-        wanted: EventKind,
-        timeout: float,
-    ) -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            item = await self._wait(session, max(deadline - loop.time(), 0))
-            if item is None:
-                return False
-            channel, event = item
-            if channel is caller and event.kind == EventKind.ON_HOOK:
-                session.draft.ended(
-                    Disposition.ABANDONED, HangupSide.CALLER, "hung_up_during_seizure"
-                )
-                raise CallEnded
-            if channel is line and event.kind == wanted:
-                return True
-            if channel is line and event.kind == EventKind.FAR_END_CLEARED:
-                await self._reject(
-                    session, caller, "congestion", Disposition.FAILED, f"line_dropped:{event.value}"
-                )
-
-    # ----- calls from the world that name their destination (SIP peers) ------------------
-
-    def start_inbound(self, line: Channel, dialled: str, caller: CallerId, destination: str) -> None:
-        """A call arrived on `line` for `dialled`; `destination` comes from the line's config."""
-        line.handler = self._on_event
-        self._start(self._inbound(line, dialled, caller, destination), line)
-
-    def start_originating(self, phone: Channel, dialled: str) -> None:
-        """A phone that sends its number complete (a SIP phone): no dial tone, no collection."""
-        phone.handler = self._on_event
-        self._start(self._originate_complete(phone, dialled), phone)
-
-    def _originate_complete(self, caller: Channel, dialled: str):
-        async def run(session: CallSession) -> None:
-            caller.set_state(LegState.DIALLING)
-            session.drafts.append(RecordDraft(
-                Direction.INTERNAL, caller_number=caller.number, caller_name=caller.display_name, dialled=dialled,
-            ))  # fmt: skip
-            plan = self.dialplan.route(self.config.extension(caller.number), dialled)
-            self._log_call("call_route", {"call": session.id, "from": caller.number, "dialled": dialled,
-                                          "route": plan.kind, "reason": plan.reason})  # fmt: skip
-            await self._execute(session, caller, plan)
-
-        return run
-
-    def _inbound(self, line: Channel, dialled: str, caller: CallerId, destination: str):
-        async def run(session: CallSession) -> None:
-            line.set_state(LegState.ALERTING)
-            draft = RecordDraft(
-                Direction.INCOMING, caller_number=caller.number, caller_name=caller.name,
-                dialled=dialled, line=line.number,
-            )  # fmt: skip
-            session.drafts.append(draft)
-            self._log_call("call_incoming", {"call": session.id, "line": line.name, "caller": caller.number,
-                                             "dialled": dialled, "to": destination})  # fmt: skip
-            if destination.startswith("peer:"):
-                await self._call_peer(session, line, destination, dialled)
-                return
-            numbers = [number.strip() for number in destination.split(",") if number.strip()]
-            draft.called_extension = numbers[0] if numbers else None
-            targets = [self.extension_channel(number) for number in numbers]
-            free = [t for t in targets if t is not None and t.state == LegState.IDLE and t.in_service
-                    and not self.is_off_hook(t)]  # fmt: skip
-            if not free:
-                await self._reject(session, line, "busy", Disposition.BUSY, "all_busy")
-            answered = await self._ring(session, line, free, caller, self.config.timers.ring_timeout_s)
-            if answered is None:
-                await self._reject(session, line, "congestion", Disposition.NO_ANSWER, "no_answer")
-            assert answered is not None
-            await line.seize()
-            draft.answered(answered.number)
-            await self._connected(session, line, answered)
-
-        return run
-
-    async def _call_peer(self, session: CallSession, caller: Channel, destination: str, dialled: str) -> None:
-        """Pass a call on to another peer (tandem): allowed only where config says so."""
-        draft = session.draft
-        assert draft is not None
-        peer, _, number = destination.removeprefix("peer:").partition("/")
-        draft.called_extension = None
-        draft.destination_kind = "tandem"
-        await self._call_out_sip(session, caller, number or dialled, [(peer, "")])
-
-    async def _call_out_sip(
-        self, session: CallSession, caller: Channel, number: str, trunks: list[tuple[str, str]]
-    ) -> None:
-        """Try each (peer, line group) in order: busy is final, any other failure fails over."""
-        draft = session.draft
-        assert draft is not None
-        cause = "no_free_channel"
-        for peer, group in trunks:
-            out = self.outbound_leg(peer) if self.outbound_leg is not None else None
-            if out is None:
-                continue
-            draft.line, draft.line_group = peer, group or None
-            cause = await self._sip_attempt(session, caller, out, number)
-            if cause == "busy":
-                await self._reject(session, caller, "busy", Disposition.BUSY, "busy")
-            log.info("event=trunk_failover call=%d peer=%s cause=%s", session.id, peer, cause)
-        disposition = Disposition.NO_ANSWER if cause == "no_answer" else Disposition.CONGESTION
-        await self._reject(session, caller, "congestion", disposition, cause)
-
-    async def _sip_attempt(self, session: CallSession, caller: Channel, out: Channel, number: str) -> str:
-        """One outgoing SIP leg: returns the failure cause; an answered call ends the call."""
-        draft = session.draft
-        assert draft is not None
-        out.handler = self._on_event
-        self._claim(session, out)
-        out.set_state(LegState.DIALLING)
-        if caller.role == Role.EXTENSION:
-            caller.set_state(LegState.CALLING)
-        await out.dial(number, self._shown_for(session, caller))
-        while True:
-            item = await self._wait(session, None)
-            assert item is not None
-            channel, event = item
-            if channel is caller and event.kind in (EventKind.FAR_END_CLEARED, EventKind.ON_HOOK):
-                draft.ended(Disposition.ABANDONED, HangupSide.CALLER, event.value or "caller_gave_up")
-                raise CallEnded
-            if channel is not out:
-                continue
-            if event.kind == EventKind.RINGING:
-                if caller.role == Role.EXTENSION:
-                    caller.play("ringback")
-                await caller.indicate_ringing()
-            elif event.kind == EventKind.ANSWERED:
-                caller.stop_sound()
-                await caller.seize()
-                draft.answered()
-                await self._connected(session, caller, out)
-            elif event.kind == EventKind.FAR_END_CLEARED:
-                caller.stop_sound()
-                self._let_go(session, out)
-                await out.release(event.value)
-                out.set_state(LegState.IDLE)
-                return event.value or "failed"
-
     # ----- incoming on a line ------------------------------------------------------------
 
     def _incoming(self, line: Channel):
@@ -1065,6 +866,23 @@ class CallManager:
         gone = self.config.timers.fxo_ring_gone_s
         while await self._wait(session, gone) is not None:
             pass
+
+    def _relay_digits(self, session: CallSession, to: Channel, digits: str, delay: float = 0.0) -> None:
+        """Send DTMF to `to` in order (each relay waits for the one before), off the call loop."""
+        previous = session.relay
+
+        async def send() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            if delay:
+                await asyncio.sleep(delay)
+            if session.owns(to):
+                await to.send_digits(digits)
+
+        task = asyncio.get_running_loop().create_task(send(), name=f"dtmf-{session.id}")
+        session.relay = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ----- status ------------------------------------------------------------------------
 

@@ -88,8 +88,20 @@ class DialPlan:
     def match(self, digits: str) -> DigitMatch:
         return self.digit_map.match(digits)
 
-    def route(self, caller: ExtensionConfig | None, digits: str) -> RoutePlan:
-        """What `digits` means for `caller` (None: a caller with no class of service)."""
+    def route(
+        self,
+        caller: ExtensionConfig | None,
+        digits: str,
+        *,
+        class_of_service: str | None = None,
+        unrestricted: bool = False,
+    ) -> RoutePlan:
+        """What `digits` means for `caller` (None: a caller with no class of service).
+
+        `class_of_service` names the class for a caller that is not an extension (a sibling
+        office); `unrestricted` is for numbers the installer configured (a sibling's public
+        number as fallback), never for anything a caller dialled.
+        """
         found = self.digit_map.match(digits)
         if found.pattern is None:
             return RoutePlan(RouteKind.INVALID, digits, reason="no_such_number")
@@ -115,8 +127,17 @@ class DialPlan:
             return RoutePlan(
                 RouteKind.SIBLING, digits, site=meaning.target, destination_kind="internal"
             )
-        cos = self.config.classes_of_service.get(caller.class_of_service) if caller else None
+        cos_name = caller.class_of_service if caller else class_of_service
+        cos = self.config.classes_of_service.get(cos_name) if cos_name else None
         number = digits[meaning.prefix_length :]
+        if unrestricted:
+            return RoutePlan(
+                RouteKind.OUTSIDE,
+                digits,
+                line_groups=(meaning.target,),
+                number=number,
+                destination_kind=meaning.destination_kind,
+            )
         if cos is None or meaning.target not in cos.line_groups:
             return RoutePlan(
                 RouteKind.REJECTED,

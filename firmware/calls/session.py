@@ -16,6 +16,10 @@ from firmware.calls.cdr import CallRecord, Direction, Disposition, HangupSide
 from firmware.calls.channel import Channel, ChannelEvent
 
 
+class CallEnded(Exception):
+    """Raised inside a call coroutine when the call is over; carries nothing, the draft does."""
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -38,6 +42,8 @@ class RecordDraft:
     disposition: Disposition | None = None
     hangup_side: HangupSide = HangupSide.SYSTEM
     cause: str = ""
+    correlation_id: str = ""
+    transferred_by: str | None = None
 
     def answered(self, extension: str | None = None) -> None:
         if self.answer is None:
@@ -76,6 +82,8 @@ class RecordDraft:
             cause=self.cause,
             destination_kind=self.destination_kind,
             site=site,
+            correlation_id=self.correlation_id,
+            transferred_by=self.transferred_by,
         )
 
 
@@ -91,6 +99,9 @@ class CallSession:
         self.drafts: list[RecordDraft] = [draft] if draft is not None else []
         self.queue: asyncio.Queue[tuple[Channel, ChannelEvent]] = asyncio.Queue()
         self.started = time.monotonic()
+        self.far_end_alerted = False  # the last outgoing SIP attempt got as far as ringing
+        self.after_answer: tuple[str, float] | None = None  # DTMF (digits, delay) once through
+        self.relay: asyncio.Task[None] | None = None  # the last DTMF relay, to keep order
 
     @property
     def draft(self) -> RecordDraft | None:

@@ -198,11 +198,33 @@ async def test_async_recent_rejects_bad_limit(store: CdrStore) -> None:
 # -- schema ---------------------------------------------------------------------
 
 
+async def test_version_1_database_is_migrated_keeping_its_rows(db_path: Path) -> None:
+    """A unit upgraded in the field keeps every record it had and gains the new columns."""
+    connection = sqlite3.connect(db_path)
+    cdr.MIGRATIONS[0](connection)
+    connection.execute("PRAGMA user_version = 1")
+    columns = [c for c in cdr._COLUMNS if c not in ("correlation_id", "transferred_by")]
+    old_row = cdr._record_to_row(make_record(call_id="old-1"))[: len(columns)]
+    connection.execute(
+        f"INSERT INTO cdr ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", old_row
+    )
+    connection.commit()
+    connection.close()
+    upgraded = CdrStore(db_path)
+    try:
+        upgraded.write_blocking(make_record(call_id="new-1", correlation_id="c0ffee", transferred_by="205"))
+        records = {r.call_id: r for r in await upgraded.async_recent(10)}
+    finally:
+        upgraded.close()
+    assert records["old-1"].correlation_id == "" and records["old-1"].transferred_by is None
+    assert records["new-1"].correlation_id == "c0ffee" and records["new-1"].transferred_by == "205"
+
+
 def test_schema_version_and_pragmas(store: CdrStore, db_path: Path) -> None:
     store.write_blocking(make_record())
     connection = sqlite3.connect(db_path)
     try:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         indexes = {
             row[0]

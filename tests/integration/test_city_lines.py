@@ -274,22 +274,40 @@ async def test_no_free_line_gives_congestion_and_a_congestion_record(pbx) -> Non
 
 
 async def test_no_dial_tone_from_the_exchange_gives_congestion_and_releases_the_line(pbx) -> None:
-    sales, line = pbx.phone("202"), pbx.line("city1")
+    sales, line, other = pbx.phone("202"), pbx.line("city1"), pbx.line("city2")
     line.behaviour.dial_tone = False
+    other.behaviour.dial_tone = False
     sales.off_hook()
     await pbx.wait_state("202", LegState.DIALLING)
     await sales.dial("9212345678")
     await pbx.sim.wait_until(lambda: line.seized, 2.0, "line seized")
     mark = sales.mark()
     await wait_released(pbx, line, timeout=3.0)  # fxo_dial_tone_wait_s = 1.5
+    await pbx.sim.wait_until(lambda: other.seized, 2.0, "the next line of the group tried")
+    await wait_released(pbx, other, timeout=3.0)
     assert await pbx.hears_cadence(sales, "congestion", since=mark)
-    assert line.calls_dialled == [], "nothing is dialled into a dead line"
+    assert line.calls_dialled == [] and other.calls_dialled == [], "nothing is dialled into a dead line"
     sales.on_hook()
     record = await pbx.last_record()
     assert record.disposition == Disposition.FAILED
     assert record.cause == "no_dial_tone"
-    assert record.line == "city1"
+    assert record.line == "city2"
     assert pbx.channel("city1").state == LegState.IDLE
+    assert pbx.channel("city2").state == LegState.IDLE
+
+
+async def test_a_line_without_dial_tone_is_skipped_for_the_next_line_of_the_group(pbx) -> None:
+    """Line hunting: a dead city line must not stop outgoing calls while another works."""
+    sales, dead, good = pbx.phone("202"), pbx.line("city1"), pbx.line("city2")
+    dead.behaviour.dial_tone = False
+    sales.off_hook()
+    await pbx.wait_state("202", LegState.DIALLING)
+    await sales.dial("9212345678")
+    await pbx.sim.wait_until(lambda: good.calls_dialled == ["212345678"], 6.0, "dialled on city2")
+    assert dead.calls_dialled == [] and not dead.seized
+    sales.on_hook()
+    record = await pbx.last_record()
+    assert record.line == "city2" and record.dialled == "9212345678"
 
 
 @pytest.mark.parametrize("pbx_config", [NO_DIAL_TONE_WAIT], ids=["blind-dialling"])
