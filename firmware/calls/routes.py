@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from firmware.calls.dialplan import RouteKind, RoutePlan
-from firmware.calls.digitmap import DigitMap, MatchState
+from firmware.calls.digitmap import DigitMap
 from firmware.config.schema import Config, OutboundRouteConfig
 
 
@@ -47,7 +47,7 @@ class OutboundRoutes:
         for route, digit_map in self._maps:
             if route.line_groups and entry not in route.line_groups:
                 continue
-            if digit_map.match(plan.number).state == MatchState.COMPLETE:
+            if digit_map.match(plan.number).pattern is not None:  # complete, or "x." open-ended
                 return route
         return None
 
