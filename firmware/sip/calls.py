@@ -5,9 +5,12 @@ A `SipCallLeg` is a line-role channel (a call to or from the world, like a city 
   the called number; `indicate_ringing` sends 180, `seize` answers 200 with our SDP, a BYE
   or CANCEL from the peer is FAR_END_CLEARED, `release` sends the right final response or
   BYE;
-- outbound (UAC): `dial(number)` sends the INVITE with our offer; 180 is RINGING, 2xx is
-  ANSWERED (we ACK, and ACK again each retransmitted 2xx), a failure response is
-  FAR_END_CLEARED with the cause; `release` CANCELs or BYEs.
+- outbound (UAC): `dial(number)` sends the INVITE with our offer (answering a 401/407
+  challenge once with the peer's credentials); 180 is RINGING, 2xx is ANSWERED (we ACK,
+  and ACK again each retransmitted 2xx), a failure response is FAR_END_CLEARED with the
+  cause; `release` CANCELs or BYEs.
+In the dialog, whichever side began it (`receive_request`): re-INVITE and UPDATE change
+the media (hold is HOLD/RETRIEVE), REFER asks for a TRANSFER, INFO carries digits.
 Media always goes through the mixer: the leg's RTP session is attached to its slot.
 """
 
@@ -17,16 +20,37 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import random
 import socket
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, Role
 from firmware.calls.lifecycle import LegState
 from firmware.config.schema import SipPeerConfig
+from firmware.sip import refer
+from firmware.sip.auth import DigestClient
+from firmware.sip.dtmf_info import (
+    DTMF_INFO_TYPES,
+    DTMF_RELAY,
+    DtmfInfoError,
+    dtmf_relay_body,
+    parse_dtmf_info,
+)
 from firmware.sip.headers import Headers
 from firmware.sip.message import Request, Response, make_response, new_branch, new_call_id, new_tag
-from firmware.sip.sdp import LocalSdpSession, make_answer, make_offer, negotiated, parse_sdp
+from firmware.sip.message_errors import SipParseError
+from firmware.sip.sdp import (
+    HOLD_ADDRESSES,
+    LocalSdpSession,
+    MediaParams,
+    SessionDescription,
+    make_answer,
+    make_offer,
+    negotiated,
+    parse_sdp,
+)
 from firmware.sip.transaction import ServerTransaction
 from firmware.sip.uri import SipUri, parse_uri
 
@@ -58,7 +82,16 @@ FINAL_RESPONSE_FOR_CAUSE = {
 }
 # What an outbound failure response means to call control (and so to the caller).
 CAUSE_FOR_STATUS = {486: "busy", 600: "busy", 404: "no_such_number", 484: "no_such_number", 480: "no_answer",
-                    408: "no_answer", 487: "cancelled", 403: "rejected"}  # fmt: skip
+                    408: "no_answer", 487: "cancelled", 403: "rejected", 401: "rejected", 407: "rejected"}  # fmt: skip
+# Challenges answered per request: the first, and a second only when the server says our
+# nonce went stale (DigestClient refuses a wrong password on its own, so it never loops).
+_AUTH_ROUNDS = 2
+_INFO_DIGIT_WAIT_S = 4.0  # one INFO digit's transaction; a far end slower than this gets no more
+_BYE_WAITS_FOR_NOTIFY_S = 4.0  # the transfer's final NOTIFY goes before our BYE
+_SUBSCRIPTION_EXPIRES_S = 60
+
+# Counted malformed in-dialog input (a bad SDP or DTMF body, a bad Refer-To), by kind.
+MALFORMED: dict[str, int] = {}
 
 
 def local_address_towards(host: str) -> str:
@@ -66,6 +99,23 @@ def local_address_towards(host: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((host, 9))
         return probe.getsockname()[0]
+
+
+def _malformed(kind: str, leg: str, detail: object) -> None:
+    MALFORMED[kind] = MALFORMED.get(kind, 0) + 1
+    log.warning("event=sip_malformed_in_dialog kind=%s leg=%s detail=%r", kind, leg, str(detail)[:120])
+
+
+@dataclass
+class _Sent2xx:
+    """A 2xx to an INVITE (initial or re-INVITE), resent until its ACK (RFC 3261 13.3.1.4)."""
+
+    transaction: ServerTransaction
+    response: Response
+    cseq: int
+    offer: SessionDescription | None = None  # our offer in the 2xx: the answer comes in the ACK
+    acked: bool = False
+    task: asyncio.Task[None] | None = None
 
 
 class SipCallLeg(Channel):
@@ -100,7 +150,9 @@ class SipCallLeg(Channel):
         self.local_tag = new_tag()
         self.remote_tag: str | None = None
         self.local_cseq = 0
+        self.remote_cseq = 0  # 0: none seen yet (we began the dialog)
         self.remote_target: SipUri | None = None
+        self.route_set: list[str] = []  # Route header values for our in-dialog requests
         self.destination: Address = (peer.host, peer.port)
         self.from_header = ""
         self.to_header = ""
@@ -110,7 +162,7 @@ class SipCallLeg(Channel):
         self.invite: Request | None = None
         self.server_transaction: ServerTransaction | None = None
         self._ok: Response | None = None
-        self._ok_task: asyncio.Task[None] | None = None
+        self._initial_2xx: _Sent2xx | None = None
         # outbound
         self.contact_uri: SipUri | None = None  # a registered phone's Contact, else the peer
         self.shown_caller: CallerId | None = None  # who the far end sees as calling
@@ -118,6 +170,18 @@ class SipCallLeg(Channel):
         self._offer: Any = None
         self._ack: Request | None = None
         self._provisional_seen = False
+        self._digest: DigestClient | None = None
+        # in the dialog
+        self.held = False  # the far end put us on hold: we send nothing
+        self._reinvite: _Sent2xx | None = None  # a 2xx to a re-INVITE waiting for its ACK
+        self._remote_media: Address | None = None
+        self._codec: tuple[str, int, int | None] | None = None
+        self._receiving = True
+        self._refer_cseq: int | None = None  # the REFER whose outcome we still owe
+        self._refers = 0
+        self._refer_event = "refer"
+        self._notify_lock = asyncio.Lock()
+        self._notifies: set[asyncio.Task[None]] = set()
 
     # ----- audio -------------------------------------------------------------------------
 
@@ -140,6 +204,8 @@ class SipCallLeg(Channel):
             self.slot, self.local_host, codec, payload_type, event_pt, remote,
             on_digit=self._on_digit, on_timeout=self._on_media_timeout, active=active,
         )  # fmt: skip
+        self._remote_media = remote
+        self._codec = (codec, payload_type, event_pt)
         return self.media
 
     def _on_digit(self, _media: RtpLeg, digit: str) -> None:
@@ -149,6 +215,45 @@ class SipCallLeg(Channel):
         """No RTP for the endpoint's inactivity time: the far end has gone without a BYE."""
         log.warning("event=sip_media_timeout leg=%s call_id=%s", self.name, self.call_id)
         self.emit(ChannelEvent(EventKind.FAR_END_CLEARED, "media_timeout"))
+
+    async def send_digits(self, digits: str) -> None:
+        """DTMF to the far end the way its peer config says (`dtmf_mode`): RFC 4733 events
+        in the RTP stream, one INFO per digit, or in-band tones (the base class). A far end
+        that did not accept telephone-event gets in-band tones instead of nothing."""
+        mode = self.peer.dtmf_mode
+        if mode == "info":
+            await self._send_info_digits(digits)
+            return
+        if mode == "rfc4733" and self.media is not None:
+            try:
+                self.media.send_digits(digits)
+                return
+            except ValueError as error:
+                log.warning("event=sip_bad_digits leg=%s digits=%r error=%r", self.name, digits, str(error))
+                return
+            except RuntimeError:
+                log.info("event=sip_dtmf_inband_fallback leg=%s reason=no_telephone_event", self.name)
+        await super().send_digits(digits)
+
+    async def _send_info_digits(self, digits: str) -> None:
+        """One INFO (application/dtmf-relay) per digit, each waiting for its answer: the
+        far end sees them in order, as keypresses."""
+        for digit in digits:
+            try:
+                body = dtmf_relay_body(digit)
+            except ValueError:
+                log.warning("event=sip_bad_digits leg=%s digits=%r", self.name, digits)
+                return
+            if self.ended or not self.confirmed:
+                return
+            try:
+                response = await asyncio.wait_for(self._send_in_dialog("INFO", body, DTMF_RELAY), _INFO_DIGIT_WAIT_S)
+            except TimeoutError:
+                response = None
+            if response is None or response.status >= 300:
+                status = response.status if response is not None else "timeout"
+                log.warning("event=sip_info_digit_failed leg=%s digit=%s status=%s", self.name, digit, status)
+                return
 
     # ----- inbound -----------------------------------------------------------------------
 
@@ -165,6 +270,7 @@ class SipCallLeg(Channel):
         contacts = headers.contacts
         contact_uri = contacts[0].uri if contacts else None
         self.remote_target = contact_uri if isinstance(contact_uri, SipUri) else None
+        self.route_set = [str(route) for route in headers.record_routes]  # RFC 3261 12.1.1
         self.destination = source
         caller = headers.from_address
         user = caller.uri.user if isinstance(caller.uri, SipUri) else None
@@ -173,13 +279,20 @@ class SipCallLeg(Channel):
     def _respond(self, status: int, body: bytes = b"", *, contact: bool = False) -> Response:
         assert self.invite is not None and self.server_transaction is not None
         response = make_response(self.invite, status, to_tag=self.local_tag)
+        if 100 < status < 300:  # dialog-making responses carry the route set (RFC 3261 12.1.1)
+            for route in self.invite.headers.get_all("Record-Route"):
+                response.headers.add("Record-Route", route)
         if contact:
-            response.headers.add("Contact", f"<sip:{self.local_host}:{self.stack.local_address[1]}>")
+            response.headers.add("Contact", self._contact)
         if body:
             response.headers.add("Content-Type", "application/sdp")
             response.body = body
         self.stack.respond(self.server_transaction, response)
         return response
+
+    @property
+    def _contact(self) -> str:
+        return f"<sip:{self.local_host}:{self.stack.local_address[1]}>"
 
     async def indicate_ringing(self) -> None:
         if self.server_transaction is not None and not self.confirmed and self._ok is None:
@@ -198,25 +311,42 @@ class SipCallLeg(Channel):
             params.codec, params.payload_type, params.telephone_event_pt, params.remote, active=True
         )
         answer = make_answer(offer, self.sdp, port=media.local_port, codecs=codecs)
+        self._apply_direction(params, announce=False)
         self._ok = self._respond(200, answer.encode(), contact=True)
-        self._ok_task = asyncio.get_running_loop().create_task(self._retransmit_ok())
+        sent = _Sent2xx(self.server_transaction, self._ok, self.invite.headers.cseq.number)
+        self._initial_2xx = sent
+        sent.task = asyncio.get_running_loop().create_task(self._retransmit_2xx(sent))
 
-    async def _retransmit_ok(self) -> None:
+    async def _retransmit_2xx(self, sent: _Sent2xx) -> None:
         """RFC 3261 13.3.1.4: the UAS core resends 2xx from T1 doubling to T2 until the ACK."""
         interval, waited = 0.5, 0.0
-        while not self.confirmed and not self.ended and waited < 32.0:
+        while not sent.acked and not self.ended and waited < 32.0:
             await asyncio.sleep(interval)
             waited += interval
-            if self.confirmed or self.ended or self._ok is None or self.server_transaction is None:
+            if sent.acked or self.ended:
                 return
-            self.stack.respond(self.server_transaction, self._ok)
+            self.stack.respond(sent.transaction, sent.response)
             interval = min(interval * 2, 4.0)
-        if not self.confirmed and not self.ended:
-            log.warning("event=sip_no_ack leg=%s call_id=%s", self.name, self.call_id)
+        if not sent.acked and not self.ended:
+            log.warning("event=sip_no_ack leg=%s call_id=%s cseq=%d", self.name, self.call_id, sent.cseq)
             self.emit(ChannelEvent(EventKind.FAR_END_CLEARED, "no_ack"))
 
-    def on_ack(self) -> None:
+    def on_ack(self, request: Request | None = None) -> None:
+        """An ACK for one of our 2xx: the initial INVITE's, or a re-INVITE's (whose ACK
+        carries the answer when we put the offer in the 2xx)."""
+        cseq = request.headers.cseq.number if request is not None else None
+        pending = self._reinvite
+        if pending is not None and cseq == pending.cseq:
+            self._reinvite = None
+            pending.acked = True
+            if pending.offer is not None and request is not None:
+                self._take_answer(pending.offer, request.body)
+            return
+        if self._initial_2xx is not None and cseq not in (None, self._initial_2xx.cseq):
+            return  # an ACK for something long gone (a re-INVITE's, retransmitted)
         self.confirmed = True
+        if self._initial_2xx is not None:
+            self._initial_2xx.acked = True
 
     def on_cancel(self) -> None:
         if self._ok is None and not self.ended:
@@ -229,7 +359,293 @@ class SipCallLeg(Channel):
             self.ended = True
             self.emit(ChannelEvent(EventKind.FAR_END_CLEARED, "bye"))
 
+    # ----- requests inside the dialog (RFC 3261 12.2.2) --------------------------------------
+
+    def matches(self, request: Request) -> bool:
+        """Does `request` belong to this dialog: its From tag is the far end's, its To tag
+        ours? (The Call-ID already matched.) A far end without tags (RFC 2543) matches."""
+        try:
+            from_tag = request.headers.from_address.tag
+            to_tag = request.headers.to_address.tag
+        except SipParseError:
+            return False
+        if to_tag is not None and to_tag != self.local_tag:
+            return False
+        return self.remote_tag is None or from_tag == self.remote_tag
+
+    def receive_request(self, transaction: ServerTransaction, request: Request) -> None:
+        """A request the service matched to this dialog: INVITE (re-INVITE), UPDATE, BYE,
+        REFER, INFO, NOTIFY. Out-of-order CSeq gets 500 (RFC 3261 12.2.2)."""
+        cseq = request.headers.cseq.number
+        if cseq < self.remote_cseq:
+            log.info("event=sip_cseq_out_of_order leg=%s cseq=%d last=%d", self.name, cseq, self.remote_cseq)
+            self._answer(transaction, request, 500)
+            return
+        self.remote_cseq = cseq
+        method = request.method
+        if method == "BYE":
+            self._answer(transaction, request, 200)
+            self.on_bye()
+        elif method == "INVITE":
+            self._on_reinvite(transaction, request)
+        elif method == "UPDATE":
+            self._on_update(transaction, request)
+        elif method == "REFER":
+            self._on_refer(transaction, request)
+        elif method == "INFO":
+            self._on_info(transaction, request)
+        else:  # NOTIFY: we hold no subscription (we never send REFER or SUBSCRIBE)
+            self._answer(transaction, request, 481)
+
+    def _answer(
+        self,
+        transaction: ServerTransaction,
+        request: Request,
+        status: int,
+        body: bytes = b"",
+        content_type: str = "application/sdp",
+        *,
+        contact: bool = False,
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> Response:
+        response = make_response(request, status, to_tag=self.local_tag)
+        if contact:
+            response.headers.add("Contact", self._contact)
+        for name, value in extra:
+            response.headers.add(name, value)
+        if body:
+            response.headers.add("Content-Type", content_type)
+            response.body = body
+        self.stack.respond(transaction, response)
+        return response
+
+    def _busy_with_offer(self, transaction: ServerTransaction, request: Request) -> bool:
+        """RFC 3261 14.2 / RFC 3311 5.2: refuse a new offer while one is not settled.
+
+        Our initial answer not sent yet: 500 with Retry-After. Our INVITE not answered, or a
+        re-INVITE's 2xx not acknowledged yet: 491 (the far end retries after a random wait).
+        """
+        if self.server_transaction is not None and self._ok is None:
+            self._answer(transaction, request, 500, extra=(("Retry-After", str(random.randint(1, 5))),))
+            return True
+        if self.media is None or (self.server_transaction is None and not self.confirmed) or self._reinvite:
+            self._answer(transaction, request, 491)
+            return True
+        return False
+
+    def _refresh_target(self, request: Request) -> None:
+        """re-INVITE and UPDATE are target refresh requests: a new Contact is the new target."""
+        try:
+            contacts = request.headers.contacts
+        except SipParseError:
+            return
+        if contacts and isinstance(contacts[0].uri, SipUri):
+            self.remote_target = contacts[0].uri
+
+    def _on_reinvite(self, transaction: ServerTransaction, request: Request) -> None:
+        """Hold, resume, a new address or codec, or a session refresh; an INVITE without
+        SDP gets our offer in the 2xx and its answer in the ACK (RFC 3261 14.2)."""
+        if self.ended or self._busy_with_offer(transaction, request):
+            if self.ended:
+                self._answer(transaction, request, 481)
+            return
+        self._refresh_target(request)
+        offer: SessionDescription | None = None
+        if request.body:
+            answer = self._answer_offer(request.body)
+            if answer is None:
+                self._answer(transaction, request, 488)  # RFC 3261 14.2: the session goes on as it was
+                return
+        else:
+            offer = self._our_offer()
+            answer = offer.encode()
+        response = self._answer(transaction, request, 200, answer, contact=True)
+        sent = _Sent2xx(transaction, response, request.headers.cseq.number, offer)
+        self._reinvite = sent
+        sent.task = asyncio.get_running_loop().create_task(self._retransmit_2xx(sent))
+
+    def _on_update(self, transaction: ServerTransaction, request: Request) -> None:
+        """RFC 3311: an offer answered in the 200 (no ACK); without SDP a session refresh."""
+        if self.ended:
+            self._answer(transaction, request, 481)
+            return
+        if not request.body:
+            self._refresh_target(request)
+            self._answer(transaction, request, 200, contact=True)
+            return
+        if self._busy_with_offer(transaction, request):
+            return
+        answer = self._answer_offer(request.body)
+        if answer is None:
+            self._answer(transaction, request, 488)
+            return
+        self._refresh_target(request)
+        self._answer(transaction, request, 200, answer, contact=True)
+
+    def _answer_offer(self, body: bytes) -> bytes | None:
+        """Our answer to a mid-call offer, with the change applied to the RTP leg; None if
+        the offer cannot be answered (nothing changes then). An offer equal to the last one
+        gets our previous answer with the same o= version (RFC 3264 8)."""
+        assert self.media is not None
+        try:
+            offer = parse_sdp(body)
+            probe = LocalSdpSession(self.local_host)
+            answer = make_answer(offer, probe, port=self.media.local_port, codecs=list(self.peer.codecs))
+            params = negotiated(offer, answer, local_is_offerer=False)
+            ipaddress.ip_address(params.remote_address)
+        except (ValueError, TypeError) as error:
+            _malformed("sdp_offer", self.name, error)
+            return None
+        # Only now with our own o= line: a refused offer must not count as a new version.
+        answer = make_answer(offer, self.sdp, port=self.media.local_port, codecs=list(self.peer.codecs))
+        self._apply(params)
+        return answer.encode()
+
+    def _our_offer(self) -> SessionDescription:
+        assert self.media is not None
+        return make_offer(self.sdp, port=self.media.local_port, codecs=list(self.peer.codecs))
+
+    def _take_answer(self, offer: SessionDescription, body: bytes) -> None:
+        """The answer to the offer we put in a re-INVITE's 2xx, from the ACK."""
+        if not body:
+            _malformed("ack_without_answer", self.name, "the media stays as it was")
+            return
+        try:
+            params = negotiated(offer, parse_sdp(body), local_is_offerer=True)
+            ipaddress.ip_address(params.remote_address)
+        except (ValueError, TypeError) as error:
+            _malformed("sdp_answer", self.name, error)
+            return
+        self._apply(params)
+
+    def _apply(self, params: MediaParams) -> None:
+        """Make the RTP leg match a settled offer/answer: address, codec, direction."""
+        media = self.media
+        if media is None:
+            return
+        if params.remote_address not in HOLD_ADDRESSES and params.remote != self._remote_media:
+            try:
+                media.set_remote(params.remote)
+            except ValueError as error:  # an address family the socket cannot reach
+                _malformed("sdp_address", self.name, error)
+            else:
+                self._remote_media = params.remote
+                log.info("event=sip_media_moved leg=%s remote=%s:%d", self.name, *params.remote)
+        codec = (params.codec, params.payload_type, params.telephone_event_pt)
+        if codec != self._codec:
+            media.set_codec(*codec)
+            self._codec = codec
+            log.info("event=sip_codec_changed leg=%s codec=%s pt=%d", self.name, params.codec, params.payload_type)
+        self._apply_direction(params)
+
+    def _apply_direction(self, params: MediaParams, *, announce: bool = True) -> None:
+        """Ours "recvonly"/"inactive": the far end holds us, we send nothing (HOLD); back to
+        sending: RETRIEVE. Not receiving: silence is no sign of a vanished far end. The
+        call's first offer/answer sets the state without an event (`announce` False)."""
+        media = self.media
+        sending = params.direction in ("sendrecv", "sendonly")
+        receiving = params.direction in ("sendrecv", "recvonly")
+        held = not sending
+        if media is not None:
+            if held != self.held:
+                media.hold(held)
+            if receiving != self._receiving:
+                media.set_active(receiving)
+        self._receiving = receiving
+        if held == self.held:
+            return
+        self.held = held
+        if not announce:
+            return
+        log.info("event=sip_%s leg=%s call_id=%s", "hold" if held else "retrieve", self.name, self.call_id)
+        self.emit(ChannelEvent(EventKind.HOLD if held else EventKind.RETRIEVE))
+
+    # ----- transfer (RFC 3515) -----------------------------------------------------------
+
+    def _on_refer(self, transaction: ServerTransaction, request: Request) -> None:
+        """202, a NOTIFY "100 Trying" at once, and TRANSFER to call control, whose verdict
+        (`transfer_result`) goes back in the final NOTIFY."""
+        if self.ended:
+            self._answer(transaction, request, 481)
+            return
+        if not self.confirmed:
+            self._answer(transaction, request, 403)  # nothing to transfer before the answer
+            return
+        if self._refer_cseq is not None:
+            self._answer(transaction, request, 491)  # one transfer at a time
+            return
+        try:
+            target = refer.transfer_target(request.headers.get_all("Refer-To"))
+        except refer.ReferError as error:
+            _malformed("refer_to", self.name, error)
+            self._answer(transaction, request, 400)
+            return
+        self._refresh_target(request)
+        self._answer(transaction, request, 202, contact=True)
+        cseq = request.headers.cseq.number
+        self._refers += 1
+        self._refer_cseq = cseq
+        # RFC 3515 2.4.6: the first REFER's subscription may go without an id; later ones need it.
+        self._refer_event = "refer" if self._refers == 1 else f"refer;id={cseq}"
+        log.info("event=sip_refer leg=%s target=%s", self.name, target)
+        self._notify(refer.TRYING, f"active;expires={_SUBSCRIPTION_EXPIRES_S}")
+        self.emit(ChannelEvent(EventKind.TRANSFER, target))
+
+    def transfer_result(self, succeeded: bool) -> None:
+        """Call control's verdict on the TRANSFER we asked for: the final NOTIFY."""
+        if self._refer_cseq is None:
+            return
+        self._refer_cseq = None
+        frag = refer.SUCCEEDED if succeeded else refer.FAILED
+        self._notify(frag, "terminated;reason=noresource")
+
+    def _notify(self, frag: bytes, state: str) -> None:
+        if self.ended:
+            return
+        extra = (("Event", self._refer_event), ("Subscription-State", state))
+        task = asyncio.get_running_loop().create_task(self._send_notify(frag, extra))
+        self._notifies.add(task)
+        task.add_done_callback(self._notifies.discard)
+
+    async def _send_notify(self, frag: bytes, extra: tuple[tuple[str, str], ...]) -> None:
+        """One NOTIFY at a time, in order (RFC 6665 4.2.2: the next after the last's answer)."""
+        async with self._notify_lock:
+            response = await self._send_in_dialog("NOTIFY", frag, refer.SIPFRAG, extra)
+        if response.status >= 300:
+            log.info("event=sip_notify_refused leg=%s status=%d", self.name, response.status)
+
+    # ----- digits in INFO (application/dtmf-relay, application/dtmf) ---------------------------
+
+    def _on_info(self, transaction: ServerTransaction, request: Request) -> None:
+        if not request.body:
+            self._answer(transaction, request, 200)  # a keep-alive INFO
+            return
+        try:
+            content_type = request.headers.content_type
+        except SipParseError:
+            content_type = None
+        mime = content_type.mime if content_type is not None else ""
+        if mime not in DTMF_INFO_TYPES:
+            self._answer(transaction, request, 415, extra=(("Accept", ", ".join(DTMF_INFO_TYPES)),))
+            return
+        try:
+            digit = parse_dtmf_info(mime, request.body)
+        except DtmfInfoError as error:
+            _malformed("dtmf_info", self.name, error)
+            self._answer(transaction, request, 400)
+            return
+        self._answer(transaction, request, 200)
+        self.emit(ChannelEvent(EventKind.DIGIT, digit))
+
     # ----- outbound ----------------------------------------------------------------------
+
+    @property
+    def _domain(self) -> str:
+        """The domain in From/To towards a trunk: its AOR domain, else its host. A phone we
+        ring knows us by our address."""
+        if self.contact_uri is not None:
+            return self.local_host
+        return self.peer.domain or self.peer.host
 
     async def dial(self, digits: str, caller: CallerId | None = None) -> None:
         """Send the INVITE for `digits` to the peer; progress arrives as channel events.
@@ -252,8 +668,8 @@ class SipCallLeg(Channel):
         if self.peer.caller_id:
             user = self.peer.caller_id
         name = f'"{caller.name}" ' if caller and caller.name and '"' not in caller.name else ""
-        self.from_header = f"{name}<sip:{user}@{self.local_host}>;tag={self.local_tag}"
-        self.to_header = f"<sip:{digits}@{self.peer.host}>"
+        self.from_header = f"{name}<sip:{user}@{self._domain}>;tag={self.local_tag}"
+        self.to_header = f"<sip:{digits}@{self._domain}>"
         media = await self._open_media(
             self.peer.codecs[0], _static_pt(self.peer.codecs[0]), 101, None, active=False
         )
@@ -262,7 +678,14 @@ class SipCallLeg(Channel):
         self.invite = invite
         self._invite_task = asyncio.get_running_loop().create_task(self._send_invite(invite))
 
-    def _request(self, method: str, body: bytes = b"", cseq: int | None = None) -> Request:
+    def _request(
+        self,
+        method: str,
+        body: bytes = b"",
+        cseq: int | None = None,
+        content_type: str = "application/sdp",
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> Request:
         headers = Headers()
         headers.add("Via", f"SIP/2.0/UDP {self.local_host}:{self.stack.local_address[1]};branch={new_branch()};rport")
         headers.add("Max-Forwards", "70")
@@ -273,15 +696,70 @@ class SipCallLeg(Channel):
             self.local_cseq += 1
             cseq = self.local_cseq
         headers.add("CSeq", f"{cseq} {method}")
-        headers.add("Contact", f"<sip:{self.local_host}:{self.stack.local_address[1]}>")
+        for route in self.route_set:
+            headers.add("Route", route)
+        headers.add("Contact", self._contact)
         headers.add("User-Agent", "minipbx")
+        for name, value in extra:
+            headers.add(name, value)
         if body:
-            headers.add("Content-Type", "application/sdp")
+            headers.add("Content-Type", content_type)
         assert self.remote_target is not None
         return Request(method, self.remote_target.copy(), headers, body)
 
+    def _with_credentials(self, request: Request, challenge: Response) -> Request | None:
+        """The request again with digest credentials (same Call-ID, next CSeq, new branch),
+        or None: no credentials for this peer, or the server refused them (RFC 3261 22.2)."""
+        peer = self.peer
+        user = peer.auth_username or peer.username
+        if not (peer.password and user) or self.contact_uri is not None:
+            return None
+        if self._digest is None:
+            self._digest = DigestClient(user, peer.password)
+        status = challenge.status
+        offered = challenge.headers.get_all("WWW-Authenticate" if status == 401 else "Proxy-Authenticate")
+        sent = request.headers.get_all("Authorization" if status == 401 else "Proxy-Authorization")
+        if not self._digest.handle_challenge(status, offered, sent):
+            log.warning("event=sip_auth_refused leg=%s method=%s status=%d user=%s",
+                        self.name, request.method, status, user)  # fmt: skip
+            return None
+        headers = request.headers.copy()
+        headers.set("Via", f"SIP/2.0/UDP {self.local_host}:{self.stack.local_address[1]};branch={new_branch()};rport")
+        self.local_cseq += 1
+        headers.set("CSeq", f"{self.local_cseq} {request.method}")
+        headers.remove("Authorization")
+        headers.remove("Proxy-Authorization")
+        for name, value in self._digest.authorization_headers(request.method, str(request.uri), request.body):
+            headers.add(name, value)
+        return Request(request.method, request.uri, headers, request.body)
+
+    async def _send_in_dialog(
+        self, method: str, body: bytes = b"", content_type: str = "application/sdp",
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> Response:  # fmt: skip
+        """A non-INVITE request in the dialog (BYE, NOTIFY, INFO), answering a challenge."""
+        request = self._request(method, body, content_type=content_type, extra=extra)
+        response = await self.stack.request(request, self.destination)
+        for _ in range(_AUTH_ROUNDS):
+            if response.status not in (401, 407):
+                break
+            retry = self._with_credentials(request, response)
+            if retry is None:
+                break
+            request = retry
+            response = await self.stack.request(request, self.destination)
+        return response
+
     async def _send_invite(self, invite: Request) -> None:
         final = await self.stack.request(invite, self.destination, self._on_invite_response)
+        for _ in range(_AUTH_ROUNDS):
+            if final.status not in (401, 407) or self.ended:
+                break
+            retry = self._with_credentials(invite, final)
+            if retry is None:
+                break
+            invite = self.invite = retry  # a CANCEL now goes with this one
+            final = await self.stack.request(invite, self.destination, self._on_invite_response)
         if final.status >= 300 and not self.ended:
             self.ended = True
             cause = CAUSE_FOR_STATUS.get(final.status, "congestion")
@@ -306,8 +784,14 @@ class SipCallLeg(Channel):
         contacts = headers.contacts
         if contacts and isinstance(contacts[0].uri, SipUri):
             self.remote_target = contacts[0].uri
+        self.route_set = [str(route) for route in reversed(headers.record_routes)]  # RFC 3261 12.1.2
         self.to_header = _with_tag(self.to_header, self.remote_tag or "")
-        self._ack = self._request("ACK", cseq=self.local_cseq)
+        assert self.invite is not None
+        credentials = tuple(
+            (name, value) for name in ("Authorization", "Proxy-Authorization")
+            for value in self.invite.headers.get_all(name)
+        )  # fmt: skip  (RFC 3261 13.2.2.4: the ACK carries the INVITE's credentials)
+        self._ack = self._request("ACK", cseq=self.invite.headers.cseq.number, extra=credentials)
         self._send_ack()
         self.confirmed = True
         try:
@@ -322,8 +806,11 @@ class SipCallLeg(Channel):
             except ValueError:  # a host name in c=: we only send to addresses
                 self.emit(ChannelEvent(EventKind.FAR_END_CLEARED, "bad_sdp"))
                 return
+            self._remote_media = params.remote
             self.media.set_codec(params.codec, params.payload_type, params.telephone_event_pt)
+            self._codec = (params.codec, params.payload_type, params.telephone_event_pt)
             self.media.set_active(True)
+            self._apply_direction(params, announce=False)
         self.emit(ChannelEvent(EventKind.ANSWERED))
 
     def _send_ack(self) -> None:
@@ -368,9 +855,10 @@ class SipCallLeg(Channel):
         task.add_done_callback(_ENDING.discard)
 
     async def _bye(self) -> None:
-        bye = self._request("BYE")
+        if self._notifies:  # the transfer's outcome reaches the phone before the BYE
+            await asyncio.wait(set(self._notifies), timeout=_BYE_WAITS_FOR_NOTIFY_S)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stack.request(bye, self.destination), 40)
+            await asyncio.wait_for(self._send_in_dialog("BYE"), 40)
 
     async def _cancel(self) -> None:
         assert self.invite is not None
@@ -379,13 +867,16 @@ class SipCallLeg(Channel):
         for name in ("From", "To", "Call-ID"):
             headers.add(name, self.invite.headers.get(name))
         headers.add("CSeq", f"{self.invite.headers.cseq.number} CANCEL")
+        for route in self.invite.headers.get_all("Route"):
+            headers.add("Route", route)
         headers.add("Max-Forwards", "70")
         cancel = Request("CANCEL", self.invite.uri, headers)
         await self.stack.request(cancel, self.destination)
 
     def _closed(self) -> None:
-        if self._ok_task is not None:
-            self._ok_task.cancel()
+        for sent in (self._initial_2xx, self._reinvite):
+            if sent is not None and sent.task is not None:
+                sent.task.cancel()
         self.on_closed(self)
 
     async def dial_done(self) -> None:

@@ -2,7 +2,9 @@
 
 Requests are dispatched by method to small handlers. Methods the appliance does not offer
 yet are refused the way RFC 3261 8.2.1 says (405 with the Allow list), so a peer learns
-what it can do instead of timing out.
+what it can do instead of timing out. Requests inside a call (re-INVITE, UPDATE, BYE,
+REFER, INFO, NOTIFY) go to the call's leg, found by Call-ID and tags; a request for a
+dialog we do not have gets 481 (RFC 3261 12.2.2).
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ class SipService:
         self.rejected_peers = 0
         self._leg_counter = 0
         if mixer is not None:
-            self.handlers.update(INVITE=self._invite, BYE=self._bye, CANCEL=self._cancel)
+            self.handlers.update(INVITE=self._invite, CANCEL=self._cancel, NOTIFY=self._notify)
+            for method in ("BYE", "UPDATE", "REFER", "INFO"):
+                self.handlers[method] = self._in_dialog
+        self.unknown_dialogs = 0  # in-dialog requests that matched no call (answered 481)
 
     def attach(self, calls: CallManager, rtp: RtpEndpoint) -> None:
         """Calls need call control and media; without them the stack answers OPTIONS only."""
@@ -91,8 +96,8 @@ class SipService:
         self.requests_by_method[method] = self.requests_by_method.get(method, 0) + 1
         if method == "ACK" or transaction is None:  # an ACK for a 2xx belongs to its dialog
             leg = self.legs.get(request.headers.call_id)
-            if leg is not None and method == "ACK":
-                leg.on_ack()
+            if leg is not None and method == "ACK" and leg.matches(request):
+                leg.on_ack(request)
             return
         handler = self.handlers.get(method)
         if handler is not None:
@@ -168,11 +173,13 @@ class SipService:
 
     def _invite(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
         headers = request.headers
-        existing = self.legs.get(headers.call_id)
-        if existing is not None:
-            # A re-INVITE (hold, session refresh): not supported yet. 488 leaves the session
-            # exactly as it was (RFC 3261 14.2), so the call and its media go on.
-            self._reply(transaction, request, 488)
+        if self._to_tag(request) is not None:  # a re-INVITE: hold, resume, refresh, new media
+            self._in_dialog(transaction, request, source)
+            return
+        if headers.call_id in self.legs:
+            # Same Call-ID, no To tag, another branch: a request that reached us twice by
+            # different paths (RFC 3261 8.2.2.2), or a far end reusing a live Call-ID.
+            self._reply(transaction, request, 482)
             return
         peer = self.peer_for(source)
         if peer is None and self.registrar is not None and self.registrar.has_accounts and self.calls:
@@ -262,11 +269,37 @@ class SipService:
         if self.legs.get(leg.call_id) is leg:
             del self.legs[leg.call_id]
 
-    def _bye(self, transaction: ServerTransaction, request: Request, _source: Address) -> None:
+    @staticmethod
+    def _to_tag(request: Request) -> str | None:
+        try:
+            return request.headers.to_address.tag
+        except SipParseError:
+            return None
+
+    def _dialog_leg(self, request: Request) -> SipCallLeg | None:
         leg = self.legs.get(request.headers.call_id)
-        self._reply(transaction, request, 200 if leg is not None else 481)
-        if leg is not None:
-            leg.on_bye()
+        return leg if leg is not None and leg.matches(request) else None
+
+    def _in_dialog(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
+        """re-INVITE, UPDATE, BYE, REFER, INFO, NOTIFY of a call: its leg answers."""
+        leg = self._dialog_leg(request)
+        if leg is None:
+            self.unknown_dialogs += 1
+            log.info("event=sip_no_dialog method=%s source=%s:%d call_id=%r",
+                     request.method, source[0], source[1], request.headers.call_id[:80])  # fmt: skip
+            self._reply(transaction, request, 481)
+            return
+        leg.receive_request(transaction, request)
+
+    def _notify(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
+        """In a call: its leg (we hold no subscription there, so 481). Outside one: a
+        provider's unsolicited message-waiting NOTIFY is acknowledged, others get 481."""
+        if self._to_tag(request) is not None:
+            self._in_dialog(transaction, request, source)
+            return
+        event = (request.headers.get("Event") or "").split(";", 1)[0].strip().lower()
+        known = self.peer_for(source) is not None
+        self._reply(transaction, request, 200 if known and event == "message-summary" else 481)
 
     def _cancel(self, transaction: ServerTransaction, request: Request, _source: Address) -> None:
         leg = self.legs.get(request.headers.call_id)
