@@ -58,12 +58,6 @@ async def phone(office: Pbx, tmp_path: Path) -> AsyncIterator[BaresipPhone]:
         await phone.close()
 
 
-def received_tone_ms(phone: BaresipPhone, freq: float) -> int:
-    dumps = phone.received_audio()
-    assert dumps, f"baresip wrote no dump of received audio:\n{phone.log_tail()}"
-    return wav_tone_ms(dumps[-1], freq)
-
-
 async def test_baresip_registers_and_calls_a_desk_phone_then_hangs_up(office: Pbx, phone: BaresipPhone) -> None:
     bindings = office.app.sip.registrar.contacts("205")
     assert [b.extension for b in bindings] == ["205"]
@@ -89,7 +83,7 @@ async def test_baresip_registers_and_calls_a_desk_phone_then_hangs_up(office: Pb
     assert (record.caller_number, record.dialled, record.answered_extension) == ("205", "202", "202")
     assert (record.direction, record.disposition) == (Direction.INTERNAL, Disposition.ANSWERED)
     assert record.hangup_side == HangupSide.CALLER
-    heard = received_tone_ms(phone, 1400.0)
+    heard = wav_tone_ms(await phone.received_audio(), 1400.0)
     assert heard >= 400, f"desk phone -> baresip: only {heard} ms of 1400 Hz received"
     assert office.app.sip.legs == {}
 
@@ -112,6 +106,6 @@ async def test_a_desk_phone_calls_baresip_which_answers_by_itself(office: Pbx, p
     assert (record.caller_number, record.dialled, record.answered_extension) == ("202", "205", "205")
     assert (record.direction, record.disposition) == (Direction.INTERNAL, Disposition.ANSWERED)
     assert record.hangup_side == HangupSide.CALLER
-    heard = received_tone_ms(phone, 1400.0)
+    heard = wav_tone_ms(await phone.received_audio(), 1400.0)
     assert heard >= 400, f"desk phone -> baresip: only {heard} ms of 1400 Hz received"
     assert office.app.sip.legs == {}
