@@ -338,7 +338,7 @@ class SipConfig(Section):
     media_address: str = ""  # the address written in SDP; default: the listen address
     rtp_ports: tuple[int, int] = (10000, 20000)
     # Offered in this order (RFC 8760: SHA-256 first). Phones that read only the first
-    # challenge and know only MD5 (SIPp 3.6, older handsets) need ["MD5"].
+    # challenge and know only MD5 (SIPp 3.6, baresip/libre 1.x, older handsets) need ["MD5"].
     digest_algorithms: tuple[Literal["SHA-256", "MD5"], ...] = ("SHA-256", "MD5")
     # Brute-force protection: this many failed authentications in a minute block the
     # source address for `auth_block_s` (doubling on repeat); trusted networks never are.
