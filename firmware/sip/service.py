@@ -14,10 +14,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from firmware.calls.channel import Role
-from firmware.config.schema import SipConfig, SipPeerConfig
+from firmware.config.schema import SiblingSiteConfig, SipConfig, SipPeerConfig
 from firmware.sip.calls import SipCallLeg, acceptable_offer, local_address_towards
+from firmware.sip.links import SipLinks
 from firmware.sip.message import Request, Response, make_response
 from firmware.sip.message_errors import SipParseError
+from firmware.sip.peers import Resolver
+from firmware.sip.siblings import SiblingCallLeg, correlation_of, sibling_name, sibling_peer
 from firmware.sip.stack import Address, SipStack
 from firmware.sip.transaction import ServerTransaction
 from firmware.sip.uri import SipUri, parse_uri
@@ -41,7 +44,14 @@ class SipService:
         config: SipConfig | None = None,
         mixer: Mixer | None = None,
         registrar: Registrar | None = None,
+        *,
+        siblings: tuple[SiblingSiteConfig, ...] | None = None,
+        resolver: Resolver | None = None,
+        registration_backoff_s: float = 30.0,
+        probe_timeout_s: float | None = None,
     ) -> None:
+        """`siblings`: the sibling sites; None reads them from call control's config.
+        `registration_backoff_s`: the first wait after a failed trunk registration."""
         self.site = site
         self.config = config or SipConfig()
         self.mixer = mixer
@@ -62,6 +72,13 @@ class SipService:
             for method in ("BYE", "UPDATE", "REFER", "INFO"):
                 self.handlers[method] = self._in_dialog
         self.unknown_dialogs = 0  # in-dialog requests that matched no call (answered 481)
+        self._siblings = siblings
+        self.links = SipLinks(
+            self.stack, site, lambda: self.config.peers, self.sibling_sites,
+            listen_host=lambda: self.config.media_address or self.stack.local_address[0],
+            digest_algorithms=self.config.digest_algorithms, resolver=resolver,
+            backoff_base_s=registration_backoff_s, probe_timeout_s=probe_timeout_s,
+        )  # fmt: skip
 
     def attach(self, calls: CallManager, rtp: RtpEndpoint) -> None:
         """Calls need call control and media; without them the stack answers OPTIONS only."""
@@ -69,6 +86,7 @@ class SipService:
         self.rtp = rtp
         calls.outbound_leg = self.new_outbound_leg
         calls.extra_devices = self.phone_legs
+        calls.trunk_available = self.peer_available
 
     @property
     def allow(self) -> str:
@@ -76,15 +94,19 @@ class SipService:
 
     async def start(self, host: str, port: int) -> Address:
         if self.registrar is None:
-            return await self.stack.start(host, port)
-        await self.registrar.start()
-        try:
-            return await self.stack.start(host, port)
-        except BaseException:
-            await self.registrar.stop()  # its writer thread must not outlive a failed start
-            raise
+            address = await self.stack.start(host, port)
+        else:
+            await self.registrar.start()
+            try:
+                address = await self.stack.start(host, port)
+            except BaseException:
+                await self.registrar.stop()  # its writer thread must not outlive a failed start
+                raise
+        self.links.start()  # trunk registrations, keep-alives, host names
+        return address
 
     async def stop(self) -> None:
+        await self.links.stop()  # un-registers trunks while the socket is still open
         await self.stack.stop()
         if self.registrar is not None:
             await self.registrar.stop()
@@ -141,6 +163,9 @@ class SipService:
             "requests": dict(self.requests_by_method),
             "transactions": self.layer_size,
             "registrar": self.registrar.status() if self.registrar is not None else None,
+            "trunks": self.links.trunk_status(self._calls_to),
+            "siblings": self.links.sibling_status(self._calls_to),
+            "sibling_auth": self.links.sibling_auth.status(),
         }
 
     @property
@@ -150,23 +175,44 @@ class SipService:
     # ----- calls ---------------------------------------------------------------------------
 
     def peer_for(self, source: Address) -> SipPeerConfig | None:
-        return next((peer for peer in self.config.peers if peer.host == source[0]), None)
+        """The trunk `source` belongs to: by IP, or by what its host name resolved to."""
+        return self.links.peer_for(source)
+
+    def sibling_sites(self) -> tuple[SiblingSiteConfig, ...]:
+        if self._siblings is not None:
+            return self._siblings
+        return self.calls.config.sibling_sites if self.calls is not None else ()
+
+    def peer_available(self, name: str) -> bool:
+        """Can trunk `name` (or "sibling:NAME") take a call now: known, not down by its
+        keep-alive, registered if it registers, its host name resolved. Channel limits
+        are not looked at (call control counts those)."""
+        return self.links.available(name)
+
+    def _calls_to(self, peer_name: str) -> int:
+        return sum(1 for leg in self.legs.values() if leg.peer.name == peer_name)
 
     def _reply(self, transaction: ServerTransaction, request: Request, status: int) -> None:
         response = make_response(request, status)
         self._finish(response)
         self.stack.respond(transaction, response)
 
-    def _new_leg(self, peer: SipPeerConfig) -> SipCallLeg:
+    def _new_leg(self, peer: SipPeerConfig, destination: Address | None = None,
+                 kind: type[SipCallLeg] = SipCallLeg) -> SipCallLeg:  # fmt: skip
+        """A leg towards `peer`; `destination` is its resolved address (default: its host)."""
         assert self.mixer is not None and self.rtp is not None
         self._leg_counter += 1
+        target = destination or (peer.host, peer.port)
         host = self.config.media_address or self.stack.local_address[0]
         if host in ("0.0.0.0", ""):
-            host = local_address_towards(peer.host)
-        return SipCallLeg(
+            host = local_address_towards(target[0])
+        leg = kind(
             f"sip:{peer.name}/{self._leg_counter}", self.mixer, stack=self.stack, rtp=self.rtp, peer=peer,
             local_host=host, on_dialog=self.register_leg, on_closed=self._leg_closed,
         )  # fmt: skip
+        if destination is not None:
+            leg.destination = destination
+        return leg
 
     def _legs_of(self, peer: SipPeerConfig) -> int:
         return sum(1 for leg in self.legs.values() if leg.peer.name == peer.name)
@@ -181,6 +227,10 @@ class SipService:
             # different paths (RFC 3261 8.2.2.2), or a far end reusing a live Call-ID.
             self._reply(transaction, request, 482)
             return
+        sibling = self.links.sibling_at(source) if self.calls is not None else None
+        if sibling is not None:
+            self._invite_from_sibling(transaction, request, source, sibling)
+            return
         peer = self.peer_for(source)
         if peer is None and self.registrar is not None and self.registrar.has_accounts and self.calls:
             self._invite_from_phone(transaction, request, source)
@@ -193,8 +243,7 @@ class SipService:
         if self._legs_of(peer) >= peer.max_channels:
             self._reply(transaction, request, 486)
             return
-        uri = request.uri
-        dialled = uri.user if isinstance(uri, SipUri) and uri.user else ""
+        dialled = _called_number(request, peer.did_from)
         destination = peer.incoming.get(dialled) or peer.incoming.get("*")
         if destination is None:
             self._reply(transaction, request, 404)
@@ -202,10 +251,31 @@ class SipService:
         if not acceptable_offer(request.body, peer.codecs):
             self._reply(transaction, request, 488)
             return
-        leg = self._new_leg(peer)
+        leg = self._new_leg(peer, source)  # its address, not its host name: no DNS here
         caller = leg.accept_invite(transaction, request, source)
         self.legs[leg.call_id] = leg
         self.calls.start_inbound(leg, dialled, caller, destination)
+
+    def _invite_from_sibling(
+        self, transaction: ServerTransaction, request: Request, source: Address, site: SiblingSiteConfig
+    ) -> None:
+        """A call from a sibling office: digest-checked as that site, then call control
+        routes it with the sibling's class of service."""
+        assert self.calls is not None
+        refusal = self.links.sibling_auth.check(request, source, site)
+        if refusal is not None:
+            self._finish(refusal)
+            self.stack.respond(transaction, refusal)
+            return
+        peer = sibling_peer(site, self.site)
+        if not acceptable_offer(request.body, peer.codecs):
+            self._reply(transaction, request, 488)
+            return
+        leg = self._new_leg(peer, source, kind=SiblingCallLeg)
+        caller = leg.accept_invite(transaction, request, source)
+        leg.correlation_id = correlation_of(request)
+        self.legs[leg.call_id] = leg
+        self.calls.start_from_sibling(leg, _called_number(request, "request_uri"), site, caller)
 
     def _invite_from_phone(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
         """A call from a SIP phone: digest-authenticated as its extension, then dialled as one."""
@@ -257,10 +327,21 @@ class SipService:
         return legs
 
     def new_outbound_leg(self, peer_name: str) -> SipCallLeg | None:
-        peer = next((p for p in self.config.peers if p.name == peer_name), None)
-        if peer is None or self.rtp is None or self._legs_of(peer) >= peer.max_channels:
+        """A leg to trunk `peer_name` or to "sibling:NAME"; None when it cannot take a call
+        (unknown, down, not registered, unresolved, or all its channels in use)."""
+        if self.rtp is None or not self.links.available(peer_name):
             return None
-        return self._new_leg(peer)
+        site_name = sibling_name(peer_name)
+        if site_name is not None:
+            site = self.links.sibling(site_name)
+            if site is None:
+                return None
+            peer = sibling_peer(site, self.site)
+            return self._new_leg(peer, self.links.destination(peer), kind=SiblingCallLeg)
+        peer = next((p for p in self.config.peers if p.name == peer_name), None)
+        if peer is None or self._legs_of(peer) >= peer.max_channels:
+            return None
+        return self._new_leg(peer, self.links.destination(peer))
 
     def register_leg(self, leg: SipCallLeg) -> None:
         self.legs[leg.call_id] = leg
@@ -306,3 +387,15 @@ class SipService:
         self._reply(transaction, request, 200 if leg is not None else 481)
         if leg is not None:
             leg.on_cancel()
+
+
+def _called_number(request: Request, did_from: str) -> str:
+    """The number called: the Request-URI's user part, or the To header's (`did_from = "to"`:
+    a registering provider sends the INVITE to our registered contact, the DID is in To)."""
+    uri = request.uri
+    if did_from == "to":
+        try:
+            uri = request.headers.to_address.uri
+        except SipParseError:
+            return ""
+    return uri.user if isinstance(uri, SipUri) and uri.user else ""

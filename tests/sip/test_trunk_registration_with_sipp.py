@@ -9,8 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import office_config, start_pbx
 
-from firmware.config.schema import SipPeerConfig
+from firmware.calls.lifecycle import LegState
+from firmware.config.schema import SipConfig, SipPeerConfig
+from firmware.selftest import test_tone as make_tone
 from firmware.sip.peers import Resolver
 from firmware.sip.service import SipService
 from firmware.sip.trunk_registration import RegistrationState, TrunkRegistration
@@ -136,3 +139,92 @@ async def test_refusals_back_off_then_retry_after_then_registered(stack_only: Si
     await trunk.unregister()
     code, output = await finish(registrar)
     assert code == 0, output
+
+
+async def test_service_registers_a_trunk_named_by_host_name_and_reports_it() -> None:
+    port = free_port()
+    registrar = await start_sipp("-sf", str(SCENARIOS / "peer_registrar.xml"), "-p", str(port), "-m", "1")
+    await asyncio.sleep(0.3)
+    trunk = provider(port).model_copy(update={"host": "localhost"})
+    service = SipService("office", SipConfig(peers=(trunk,)))
+    await service.start("127.0.0.1", 0)
+    try:
+        assert not service.peer_available("provider"), "not registered yet"
+        await until(lambda: service.status()["trunks"]["provider"]["registration"]["state"] == "registered")
+        assert service.peer_available("provider")
+        await until(lambda: service.links.registrations.trunks["provider"].granted_s == 30)  # refreshed
+        status = service.status()["trunks"]["provider"]
+        assert status["host"] == f"udp:localhost:{port}"
+        assert status["reachable"] is None and status["calls"] == 0
+        assert service.peer_for(("127.0.0.1", 40000)) is trunk, "calls from its resolved address are its"
+    finally:
+        await service.stop()
+    assert service.status()["trunks"]["provider"]["registration"]["state"] == "unregistered"
+    code, output = await finish(registrar)
+    assert code == 0, output
+
+
+async def test_service_skips_a_trunk_while_its_registration_fails() -> None:
+    port = free_port()
+    registrar = await start_sipp("-sf", str(SCENARIOS / "peer_registrar_refuses.xml"), "-p", str(port), "-m", "1")
+    await asyncio.sleep(0.3)
+    service = SipService("office", SipConfig(peers=(provider(port),)), registration_backoff_s=0.3)
+    await service.start("127.0.0.1", 0)
+    try:
+        await until(lambda: service.status()["trunks"]["provider"]["registration"]["state"] == "failed")
+        status = service.status()["trunks"]["provider"]
+        assert status["registration"]["status_code"] == 403
+        assert status["registration"]["next_attempt_in_s"] is not None
+        assert not status["available"] and not service.peer_available("provider")
+        await until(lambda: service.peer_available("provider"))
+        assert service.status()["trunks"]["provider"]["registration"]["failures"] == 0
+    finally:
+        await service.stop()
+    code, output = await finish(registrar)
+    assert code == 0, output
+
+
+@pytest.fixture
+def did_config() -> str:
+    silent = free_port()  # the trunk's registrar is not there: inbound calls work all the same
+    return office_config(
+        f"""
+[sip]
+listen = "127.0.0.1:0"
+rtp_ports = [30600, 30800]
+
+[[sip.peers]]
+name = "provider"
+host = "localhost"
+port = {silent}
+registration = true
+username = "3512100"
+password = "trunk-secret"
+did_from = "to"
+incoming = {{ "212000201" = "201" }}
+"""
+    )
+
+
+async def test_call_from_a_registering_trunk_is_routed_by_the_did_in_to(did_config: str, data_dir: Path) -> None:
+    pbx = await start_pbx(did_config, data_dir)
+    try:
+        sip = pbx.app.sip
+        await until(lambda: sip.links.resolver.addresses("localhost") != ())
+        host, port = sip.stack.local_address
+        uac = await start_sipp(f"{host}:{port}", "-sf", str(SCENARIOS / "peer_did_to.xml"), "-s", "3512100",
+                               "-m", "1", "-p", str(free_port()), "-mp", str(free_port()), "-rtp_echo")  # fmt: skip
+        reception = pbx.phone("201")
+        await reception.wait_ringing(5.0)
+        reception.off_hook()
+        await pbx.wait_state("201", LegState.CONNECTED)
+        mark = reception.mark()
+        reception.say(make_tone(1004, 600))
+        assert await pbx.hears(reception, (1004.0,), since=mark, timeout=2.0), "no audio back through the trunk"
+        code, output = await finish(uac)
+        assert code == 0, output
+        reception.on_hook()
+        record = await pbx.last_record()
+        assert (record.dialled, record.answered_extension, record.line) == ("212000201", "201", "provider")
+    finally:
+        await pbx.app.stop()
