@@ -29,7 +29,7 @@ def _digit(text: str) -> str:
     value = text.strip().upper()
     if len(value) == 1 and (value in _DIGITS or value == FLASH):
         return value
-    digit = _EVENT_CODES.get(value.lstrip("0") or "0")
+    digit = _EVENT_CODES.get(value.lstrip("0") or "0") if value.isdigit() else None
     if digit is None:
         raise DtmfInfoError(f"not a DTMF signal: {text[:20]!r}")
     return digit
