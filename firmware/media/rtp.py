@@ -26,6 +26,7 @@ from firmware.media.codecs import FRAME_SAMPLES, Codec
 
 RTP_VERSION = 2
 HEADER_SIZE = 12
+PACKET_SIZE = HEADER_SIZE + FRAME_SAMPLES  # one 20 ms G.711 frame
 SEQUENCE_MODULUS = 1 << 16
 TIMESTAMP_MODULUS = 1 << 32
 COMFORT_NOISE_PT = 13  # RFC 3389: counts as activity, played as silence
@@ -750,6 +751,35 @@ class RtpSession:
             second |= 0x80
         return self._packet(second, timestamp, payload)
 
+    def packet_into(self, buffer: memoryview | bytearray, offset: int) -> int:
+        """`next_packet` for a frame whose 160 payload bytes are already at
+        `buffer[offset + 12 :]`: writes the header in front of them (or a whole
+        telephone-event packet over them) and returns the packet's length, 0 for nothing.
+
+        The mixer's per-tick path (`encode_tick_into`): no bytes object is made per packet.
+        """
+        timestamp = self._timestamp
+        self._timestamp = (timestamp + FRAME_SAMPLES) & _TIMESTAMP_MASK
+        if not self.sending:
+            self._talking = False
+            return 0
+        if self._event is not None or (self._outgoing_events and self._gap_ticks == 0):
+            packet = self._next_event_packet(timestamp)
+            buffer[offset : offset + len(packet)] = packet
+            return len(packet)
+        if self._gap_ticks:
+            self._gap_ticks -= 1
+        second = self.payload_type
+        if not self._talking:
+            self._talking = True
+            second |= 0x80
+        sequence = self._sequence
+        self._sequence = (sequence + 1) & 0xFFFF
+        self.packets_sent += 1
+        self.bytes_sent += FRAME_SAMPLES
+        _HEADER.pack_into(buffer, offset, 0x80, second, sequence, timestamp, self.ssrc)
+        return PACKET_SIZE
+
     def _next_event_packet(self, timestamp: int) -> bytes:
         event = self._event
         second = self.telephone_event_pt
@@ -825,14 +855,35 @@ def encode_tick(
     sessions: Sequence[RtpSession], rows: Sequence[int], outputs: np.ndarray
 ) -> list[bytes | None]:
     """This tick's packet for every session from `outputs[rows]` (None: nothing to send)."""
-    payloads: list[bytes | None] = [None] * len(sessions)
+    packets = np.empty((len(sessions), PACKET_SIZE), dtype=np.uint8)
+    lengths = encode_tick_into(sessions, rows, outputs, packets)
+    return [
+        packets[index, :length].tobytes() if length else None
+        for index, length in enumerate(lengths)
+    ]
+
+
+def encode_tick_into(
+    sessions: Sequence[RtpSession],
+    rows: Sequence[int],
+    outputs: np.ndarray,
+    packets: np.ndarray,
+) -> list[int]:
+    """Build this tick's packet for every session in place: row i of `packets` (uint8, at
+    least len(sessions) x PACKET_SIZE, C-contiguous) gets session i's packet; returns each
+    packet's length (0: nothing to send).
+
+    The payloads of all G.711 legs are encoded with one table look-up per codec straight
+    into the packets' payload columns; each session then writes its 12-byte header in front
+    (`RtpSession.packet_into`), or a telephone-event packet while digits go out.
+    """
     batches: dict[Codec, tuple[list[int], list[int]]] = {}
     for index, (session, row) in enumerate(zip(sessions, rows, strict=True)):
         if not session.sending:
             continue
         codec = session.codec
         if codec.stateful:
-            payloads[index] = codec.encode(outputs[row]).tobytes()
+            packets[index, HEADER_SIZE:PACKET_SIZE] = codec.encode(outputs[row])
             continue
         batch = batches.get(codec)
         if batch is None:
@@ -840,11 +891,12 @@ def encode_tick(
         else:
             batch[0].append(index)
             batch[1].append(row)
+    count = len(sessions)
     for codec, (indices, batch_rows) in batches.items():
-        blob = codec.encode(outputs[batch_rows]).tobytes()
-        for position, index in enumerate(indices):
-            start = position * FRAME_SAMPLES
-            payloads[index] = blob[start : start + FRAME_SAMPLES]
-    return [
-        session.next_packet(payload) for session, payload in zip(sessions, payloads, strict=True)
-    ]
+        if len(indices) == count:  # one codec for all legs: no scatter
+            packets[:count, HEADER_SIZE:PACKET_SIZE] = codec.encode(outputs[batch_rows])
+        else:
+            packets[indices, HEADER_SIZE:PACKET_SIZE] = codec.encode(outputs[batch_rows])
+    flat = memoryview(packets).cast("B")  # pack_into on a memoryview is the cheap way in
+    stride = packets.shape[1]
+    return [session.packet_into(flat, index * stride) for index, session in enumerate(sessions)]

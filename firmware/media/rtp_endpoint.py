@@ -28,6 +28,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import select
 import socket
 import time
 from collections import deque
@@ -40,11 +41,12 @@ import numpy as np
 from firmware.media.codecs import new_codec
 from firmware.media.rtp import (
     HEADER_SIZE,
+    PACKET_SIZE,
     DigitReceived,
     MediaTimeout,
     RtpSession,
     decode_tick,
-    encode_tick,
+    encode_tick_into,
 )
 
 log = logging.getLogger(__name__)
@@ -185,9 +187,9 @@ class RtpPortPool:
         self._free.append(port)
 
 
-class RtpLeg(asyncio.DatagramProtocol):
-    """One SIP leg's media: its socket (this object is the socket's protocol), its RTP
-    session and its mixer slot. Made by `RtpEndpoint.open_leg`, ended by `close_leg`.
+class RtpLeg:
+    """One SIP leg's media: its socket, its RTP session and its mixer slot. Made by
+    `RtpEndpoint.open_leg`, ended by `close_leg`. The endpoint reads and writes the socket.
 
     `context` is free for the owner (the SIP channel) to find its way back from callbacks.
     """
@@ -208,8 +210,8 @@ class RtpLeg(asyncio.DatagramProtocol):
         "port_released",
         "send_errors",
         "session",
+        "sock",
         "timeouts",
-        "transport",
         "unsent",
         "unsent_bytes",
     )
@@ -219,6 +221,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         endpoint: RtpEndpoint,
         slot: int,
         session: RtpSession,
+        sock: socket.socket,
         local_host: str,
         local_port: int,
         on_digit: DigitHandler | None,
@@ -231,6 +234,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         self._slot = slot
         self.session = session
         self._receive = session.receive  # bound once: the per-packet path skips a lookup
+        self.sock = sock
         self.local_host = local_host
         self.local_port = local_port
         self.on_digit = on_digit
@@ -238,31 +242,18 @@ class RtpLeg(asyncio.DatagramProtocol):
         self.active = active
         self.held = False
         self.context: object = None
-        self.transport: asyncio.DatagramTransport | None = None
-        self._closed: asyncio.Future[None] = loop.create_future()
+        self._closed = False
         self.port_released = False
         self.send_errors = 0
         self.unsent = 0
         self.unsent_bytes = 0
         self.timeouts = 0
 
-    # ----- the socket's protocol (the per-packet path) -----------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: Address) -> None:
-        digits = self._receive(data, addr, _monotonic())
+    def datagram_received(self, data: bytes, addr: Address, now: float | None = None) -> None:
+        """One datagram from the socket (the endpoint's drain calls this)."""
+        digits = self._receive(data, addr, _monotonic() if now is None else now)
         if digits:
             self._loop.call_soon(self._report, digits)
-
-    def error_received(self, exc: Exception) -> None:
-        self.send_errors += 1  # ICMP port unreachable: the far end went away, inactivity tells
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._endpoint._forget(self)  # a socket that died on its own sends no more
-        if not self._closed.done():
-            self._closed.set_result(None)
 
     # ----- control (signalling calls these) ------------------------------------------------
 
@@ -343,7 +334,7 @@ class RtpLeg(asyncio.DatagramProtocol):
 
     @property
     def closed(self) -> bool:
-        return self._closed.done()
+        return self._closed
 
     # ----- reports (on the loop, outside the packet path and the tick) ----------------------
 
@@ -369,6 +360,14 @@ class RtpEndpoint:
     their own; both run on the loop via `call_soon`, never inside a packet or a tick.
     `inactivity_timeout` (seconds, None: never) applies to active legs that are not held;
     `timers_every_ticks` sets how often the sessions' timers run (5 ticks: every 100 ms).
+
+    Receiving: the legs' sockets are not the event loop's. They sit in one epoll set of
+    ours, whose descriptor the loop watches. When any socket is readable the endpoint
+    drains every readable socket at once, then stops watching for `drain_interval` seconds
+    (packets wait in the kernel meanwhile); every tick drains too, just before the play-out.
+    Under load a wake-up of the loop so reads dozens of packets, not one, and no read ever
+    comes back empty (each readable socket is read once per round; level-triggered epoll
+    says which still hold more). Sending: one `sendto` per leg straight on its socket.
     """
 
     def __init__(
@@ -380,6 +379,7 @@ class RtpEndpoint:
         on_digit: DigitHandler | None = None,
         on_timeout: TimeoutHandler | None = None,
         timers_every_ticks: int = 5,
+        drain_interval: float = 0.005,
     ) -> None:
         self.ports = RtpPortPool(port_range or RtpPortRange())
         self.symmetric = symmetric
@@ -387,12 +387,22 @@ class RtpEndpoint:
         self.on_digit = on_digit
         self.on_timeout = on_timeout
         self.timers_every_ticks = max(1, timers_every_ticks)
+        self.drain_interval = drain_interval
         self._legs: list[RtpLeg] = []
         self._tick_legs: list[RtpLeg] = []  # a snapshot of _legs aligned with the lists below
         self._sessions: list[RtpSession] = []
         self._rows: list[int] = []
-        self._sends: list[Callable[[bytes, Address], None]] = []
+        self._sends: list[Callable[[Any, Address], int]] = []
+        self._packets = np.zeros((0, PACKET_SIZE), dtype=np.uint8)
+        self._packet_views: list[memoryview] = []
         self._ticks = 0
+        self._poller: select.epoll | None = None
+        self._by_fd: dict[int, RtpLeg] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watching = False
+        self._rearm: asyncio.TimerHandle | None = None
+        self.read_errors = 0  # ICMP errors reported on a read, and refused reads
+        self.drains = 0
 
     @property
     def legs(self) -> tuple[RtpLeg, ...]:
@@ -439,6 +449,7 @@ class RtpEndpoint:
             self,
             slot,
             session,
+            sock,
             local_host,
             port,
             on_digit if on_digit is not None else self.on_digit,
@@ -447,11 +458,12 @@ class RtpEndpoint:
             loop,
         )
         try:
-            await loop.create_datagram_endpoint(lambda: leg, sock=sock)
+            self._watch(loop).register(sock.fileno(), select.EPOLLIN)
         except BaseException:
             sock.close()
             self.ports.release(port)
             raise
+        self._by_fd[sock.fileno()] = leg
         self._legs.append(leg)
         self._topology_changed()
         log.debug("event=rtp_leg_open port=%d slot=%d codec=%s", port, slot, codec_name)
@@ -460,21 +472,33 @@ class RtpEndpoint:
     async def close_leg(self, leg: RtpLeg) -> None:
         """Stop the leg's media, close its socket and give its port back (idempotent)."""
         self._forget(leg)
-        transport = leg.transport
-        if transport is None or leg.port_released:
+        if leg.port_released:
             return
         leg.port_released = True
-        transport.close()
-        # The socket really closes on a later loop iteration: wait, so the port can be bound
-        # again as soon as it is back in the pool.
-        await asyncio.wait_for(asyncio.shield(leg._closed), timeout=5.0)
+        leg._closed = True
+        fd = leg.sock.fileno()
+        if self._by_fd.get(fd) is leg:
+            del self._by_fd[fd]
+            if self._poller is not None:
+                with contextlib.suppress(OSError):
+                    self._poller.unregister(fd)
+        leg.sock.close()  # closed now: the port can be bound again at once
         self.ports.release(leg.local_port)
         log.debug("event=rtp_leg_closed port=%d counters=%s", leg.local_port, leg.counters)
+        if not self._by_fd:
+            self._close_poller()  # no leg, no descriptor of ours left open
 
     async def close(self) -> None:
         """Close every leg (shutdown)."""
-        for leg in list(self._legs):
+        for leg in list(self._by_fd.values()):
             await self.close_leg(leg)
+        self._close_poller()
+
+    def _close_poller(self) -> None:
+        self._unwatch()
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
 
     def detach(self, leg: RtpLeg) -> None:
         """Stop feeding the leg's slot now (the slot is being released); close it later."""
@@ -490,11 +514,94 @@ class RtpEndpoint:
         self._tick_legs = list(legs)
         self._sessions = [leg.session for leg in legs]
         self._rows = [leg.slot for leg in legs]
-        self._sends = [leg.transport.sendto for leg in legs]  # type: ignore[union-attr]
+        self._sends = [leg.sock.sendto for leg in legs]
+        if self._packets.shape[0] < len(legs):
+            self._packets = np.zeros((max(16, 2 * len(legs)), PACKET_SIZE), dtype=np.uint8)
+            flat = memoryview(self._packets).cast("B")
+            self._packet_views = [
+                flat[row * PACKET_SIZE : (row + 1) * PACKET_SIZE]
+                for row in range(self._packets.shape[0])
+            ]
+
+    # ----- receiving -------------------------------------------------------------------------
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> select.epoll:
+        """Our epoll set, its descriptor watched by the loop (made on the first leg)."""
+        if self._poller is None:
+            self._poller = select.epoll()
+        if self._loop is not loop:
+            self._unwatch()
+            self._loop = loop
+        if not self._watching and self._rearm is None:
+            loop.add_reader(self._poller.fileno(), self._on_readable)
+            self._watching = True
+        return self._poller
+
+    def _unwatch(self) -> None:
+        if self._rearm is not None:
+            self._rearm.cancel()
+            self._rearm = None
+        if self._watching and self._loop is not None and self._poller is not None:
+            with contextlib.suppress(Exception):  # the loop may be closing
+                self._loop.remove_reader(self._poller.fileno())
+        self._watching = False
+
+    def _on_readable(self) -> None:
+        """Some leg's socket has data: drain them all, then rest for `drain_interval`."""
+        self.drain()
+        loop = self._loop
+        poller = self._poller
+        if loop is None or poller is None or self.drain_interval <= 0:
+            return
+        loop.remove_reader(poller.fileno())
+        self._watching = False
+        self._rearm = loop.call_later(self.drain_interval, self._resume)
+
+    def _resume(self) -> None:
+        self._rearm = None
+        if self._poller is not None and self._loop is not None and self._by_fd:
+            self._loop.add_reader(self._poller.fileno(), self._on_readable)
+            self._watching = True
+
+    def drain(self, rounds: int = 8) -> int:
+        """Read every packet waiting on the legs' sockets; returns how many were read.
+
+        Each round reads one datagram from each readable socket; a round that finds no
+        readable socket ends the drain (at most `rounds` rounds: the rest waits).
+        """
+        poller = self._poller
+        if poller is None:
+            return 0
+        self.drains += 1
+        by_fd = self._by_fd
+        now = _monotonic()
+        count = 0
+        for _round in range(rounds):
+            ready = poller.poll(0)
+            if not ready:
+                break
+            for fd, _events in ready:
+                leg = by_fd.get(fd)
+                if leg is None:
+                    continue
+                try:
+                    data, addr = leg.sock.recvfrom(2048)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    self.read_errors += 1  # an ICMP error surfacing on the socket
+                    leg.send_errors += 1
+                    continue
+                count += 1
+                digits = leg._receive(data, addr, now)
+                if digits:
+                    leg._loop.call_soon(leg._report, digits)
+        return count
 
     # ----- the mixer's side (once per 20 ms tick) -------------------------------------------
 
     def read_into(self, inputs: np.ndarray) -> None:
+        self.drain()
         if self._sessions:
             decode_tick(self._sessions, self._rows, inputs)
 
@@ -502,23 +609,27 @@ class RtpEndpoint:
         sessions = self._sessions
         if not sessions:
             return
-        packets = encode_tick(sessions, self._rows, outputs)
-        for leg, session, send, packet in zip(
-            self._tick_legs, sessions, self._sends, packets, strict=True
-        ):
-            if packet is None:
+        lengths = encode_tick_into(sessions, self._rows, outputs, self._packets)
+        views = self._packet_views
+        for index, length in enumerate(lengths):
+            if not length:
                 continue
+            session = sessions[index]
             address = session.learned_remote
             if address is None:
                 address = session.signalled_remote
                 if address is None:
+                    leg = self._tick_legs[index]
                     leg.unsent += 1  # an offer not answered yet: nowhere to send
-                    leg.unsent_bytes += len(packet) - HEADER_SIZE
+                    leg.unsent_bytes += length - HEADER_SIZE
                     continue
             try:
-                send(packet, address)
+                if length == PACKET_SIZE:
+                    self._sends[index](views[index], address)
+                else:
+                    self._sends[index](views[index][:length], address)
             except (OSError, TypeError, ValueError):  # a bad address must not stop the others
-                leg.send_errors += 1
+                self._tick_legs[index].send_errors += 1
         self._ticks += 1
         if self._ticks % self.timers_every_ticks == 0:
             self._run_timers()
