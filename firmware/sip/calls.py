@@ -270,11 +270,21 @@ class SipCallLeg(Channel):
         contacts = headers.contacts
         contact_uri = contacts[0].uri if contacts else None
         self.remote_target = contact_uri if isinstance(contact_uri, SipUri) else None
-        self.route_set = [str(route) for route in headers.record_routes]  # RFC 3261 12.1.1
+        self.route_set = self._route_set(headers, uas=True)
         self.destination = source
         caller = headers.from_address
         user = caller.uri.user if isinstance(caller.uri, SipUri) else None
         return CallerId(user or "", caller.display_name or "")
+
+    def _route_set(self, headers: Headers, *, uas: bool) -> list[str]:
+        """The dialog's Route values from Record-Route: in order for the UAS, reversed for
+        the UAC (RFC 3261 12.1.1, 12.1.2). Unreadable: no route set, logged and counted."""
+        try:
+            routes = [str(route) for route in headers.record_routes]
+        except SipParseError as error:
+            _malformed("record_route", self.name, error)
+            return []
+        return routes if uas else routes[::-1]
 
     def _respond(self, status: int, body: bytes = b"", *, contact: bool = False) -> Response:
         assert self.invite is not None and self.server_transaction is not None
@@ -784,7 +794,7 @@ class SipCallLeg(Channel):
         contacts = headers.contacts
         if contacts and isinstance(contacts[0].uri, SipUri):
             self.remote_target = contacts[0].uri
-        self.route_set = [str(route) for route in reversed(headers.record_routes)]  # RFC 3261 12.1.2
+        self.route_set = self._route_set(headers, uas=False)
         self.to_header = _with_tag(self.to_header, self.remote_tag or "")
         assert self.invite is not None
         credentials = tuple(

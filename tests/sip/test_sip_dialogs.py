@@ -542,3 +542,48 @@ def test_notify_outside_a_dialog(service: SipService) -> None:
     other = request("NOTIFY", 2, headers=("Event: refer",))
     service._on_request(object(), other, SOURCE)  # type: ignore[arg-type]
     assert stack.statuses() == [200, 481, 481]
+
+
+# --------------------------------------------------------------------------- route sets, both sides
+
+
+async def test_uas_route_set_is_copied_and_used_in_order(harness: Harness) -> None:
+    leg = harness.leg
+    invite = request("INVITE", 1, sdp(), headers=("Record-Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>",))
+    leg.accept_invite(object(), invite, SOURCE)  # type: ignore[arg-type]
+    leg.set_state(LegState.ALERTING)
+    await leg.indicate_ringing()
+    await leg.seize()
+    ringing, ok = (r for _t, r in harness.stack.responses)
+    assert ringing.headers.get_all("Record-Route") == ok.headers.get_all("Record-Route") == [
+        "<sip:p1.example.com;lr>, <sip:p2.example.com;lr>"
+    ]
+    leg.on_ack(request("ACK", 1, to_tag=leg.local_tag))
+    await leg.send_digits("")  # nothing to send
+    harness.send("REFER", 2, headers=("Refer-To: <sip:203@x>",))
+    await asyncio.sleep(0.01)
+    notify = next(r for r in harness.stack.requests if r.method == "NOTIFY")
+    assert notify.headers.get_all("Route") == ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]
+
+
+async def test_uac_leg_takes_hold_from_the_called_far_end() -> None:
+    h = Harness()
+    answer = Response(200, "OK")
+    for name, value in (("To", "<sip:212345678@192.0.2.10>;tag=callee"), ("Contact", "<sip:callee@192.0.2.10:5070>"),
+                        ("Record-Route", "<sip:p1.example.com;lr>"), ("Record-Route", "<sip:p2.example.com;lr>"),
+                        ("Content-Type", "application/sdp")):  # fmt: skip
+        answer.headers.add(name, value)
+    answer.body = sdp(port=6000, payloads="0 101")
+    h.stack.replies = [answer]
+    leg = await dial(h)
+    assert h.kinds() == [EventKind.ANSWERED]
+    ack = parse_message(h.stack.raw[0])
+    assert isinstance(ack, Request) and ack.headers.get_all("Route") == ["<sip:p2.example.com;lr>", "<sip:p1.example.com;lr>"]
+    assert str(ack.uri) == "sip:callee@192.0.2.10:5070"
+    assert h.media.remote == ("192.0.2.10", 6000)
+    # The callee holds us: its re-INVITE comes with its tag in From and ours in To.
+    leg.receive_request(object(), request("INVITE", 1, sdp(port=6000, payloads="0 101", direction="sendonly"),  # type: ignore[arg-type]
+                                          from_tag="callee", to_tag=leg.local_tag))  # fmt: skip
+    assert h.stack.last().status == 200 and direction(h.stack.last()) == "recvonly"
+    assert h.kinds() == [EventKind.ANSWERED, EventKind.HOLD] and h.media.held
+    await h.close()
