@@ -366,7 +366,8 @@ class SipStack(asyncio.DatagramProtocol):
         text = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in error.reason)[:60]
         phrase = "Bad Request" if error.status == 400 else "Message Too Large"
         response = make_response(headers, error.status, f"{phrase} ({text})")
-        self.counters.answered_400 += 1
+        if error.status == 400:
+            self.counters.answered_400 += 1
         connection.write(response.to_bytes())
 
     def _note_source(self, request: Request, source: Address) -> None:
