@@ -86,6 +86,7 @@ class Site:
         return str(number)
 
     def hears(self, target: str, frequencies: tuple[float, ...], seconds: float = 1.0) -> bool:
+        """Did `target` hear these in the last `seconds` (a capture looks back in time)?"""
         samples = self.capture(target, seconds)
         return all(level(samples, f) > 10 * noise_floor(samples) for f in frequencies)
 
@@ -153,11 +154,14 @@ def test_an_extension_calls_a_sibling_extension_by_its_short_number(sites: tuple
     call_across(lisbon, porto)
     time.sleep(0.5)
     lisbon.sim("say", "202", frequency=697, ms=1500)
+    time.sleep(1.2)
     assert porto.hears("303", (697.0,), seconds=1.0), "Lisbon's voice not heard in Porto"
     porto.sim("say", "303", frequency=1209, ms=1500)
+    time.sleep(1.2)
     assert lisbon.hears("202", (1209.0,), seconds=1.0), "Porto's voice not heard in Lisbon"
     lisbon.sim("onhook", "202")  # the caller hangs up: Porto's call ends too
-    wait_for(lambda: porto.calls_in_progress() == 0 or porto.phone("303")["off_hook"], 5.0, "porto call end")
+    wait_for(lambda: porto.calls_in_progress() == 0, 6.0, "Porto's call to end", porto)
+    assert porto.phone("303")["off_hook"], "303 is still lifted (it hears busy tone until it hangs up)"
     porto.sim("onhook", "303")
     wait_for(lambda: len(porto.records()) >= 1 and len(lisbon.records()) >= 1, 5.0, "records")
     mine, theirs = lisbon.records()[0], porto.records()[0]
