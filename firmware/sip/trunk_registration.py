@@ -104,7 +104,11 @@ class TrunkRegistration:
     async def run(self) -> None:
         """Register, refresh, retry: until cancelled."""
         while True:
-            delay = await self.attempt()
+            try:
+                delay = await self.attempt()
+            except Exception as error:  # a bug must not end the registration for good
+                log.exception("event=sip_trunk_registration_error peer=%s", self.peer.name)
+                delay = self._failed(None, f"internal error: {error!r}"[:120])
             self.next_attempt_at = self.clock() + delay
             await asyncio.sleep(delay)
 

@@ -296,3 +296,26 @@ async def test_registrations_run_in_the_background_and_stop_unregisters() -> Non
     await manager.stop()
     assert stack.sent[-1][0].headers.get("Expires") == "0"
     assert manager.status()["provider"]["state"] == "unregistered"
+
+
+async def test_an_unexpected_error_is_a_failure_and_the_loop_goes_on() -> None:
+    calls = 0
+
+    async def broken(_host: str, _port: int) -> list[str]:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("resolver bug")
+
+    registration = trunk(ScriptedStack(Registrar()), peer(host="sip.voip.example"), resolver=Resolver(lookup=broken),
+                         backoff_base_s=0.05)  # fmt: skip
+    task = asyncio.create_task(registration.run())
+    try:
+        for _ in range(100):
+            if calls >= 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+    assert calls >= 2, "retried after the error"
+    assert registration.state == RegistrationState.FAILED
+    assert "resolver bug" in registration.last_reason
