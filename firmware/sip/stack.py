@@ -1,16 +1,16 @@
-"""The SIP stack's asyncio shell: UDP and TCP transports, parser, transaction layer, timers.
+"""The SIP stack's asyncio shell: UDP, TCP and TLS transports, parser, transaction layer, timers.
 
 Everything with rules lives in sans-I/O modules (message parsing, stream framing,
 `TransactionLayer`, digest auth, the brute-force guard); this shell only moves messages and
 fires timers. Bad input never escapes it: a message that does not parse is counted and,
 when it is a request whose Via can be read, answered 400 statelessly; anything else is
-dropped. A TCP stream that cannot be framed any more is answered (if a request head was
-read) and closed (see firmware/sip/tcp.py).
+dropped. A TCP or TLS stream that cannot be framed any more is answered (if a request head
+was read) and closed (see firmware/sip/tcp.py).
 
 Addresses: over UDP the transaction user sees plain (host, port) tuples, as before. A
-message that came over TCP is attributed to a `Peer`: the same (host, port) tuple that
-also carries `transport == "tcp"` and the connection it arrived on, so handing it back to
-`request()` or `send_raw()` (a BYE in a dialog, say) goes back the same way.
+message that came over TCP or TLS is attributed to a `Peer`: the same (host, port) tuple
+that also carries `transport` ("tcp", "tls") and the connection it arrived on, so handing
+it back to `request()` or `send_raw()` (a BYE in a dialog, say) goes back the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 RequestHandler = Callable[["ServerTransaction | None", Request, Address], None]
 _DEFAULT_SIP_PORT = 5060
-TRANSPORTS = ("udp", "tcp")
+_DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+TRANSPORTS = ("udp", "tcp", "tls")
 # The sent-protocol of a Via value: "SIP/2.0/UDP" (LWS allowed around the slashes).
 _VIA_PROTOCOL = re.compile(r"^\s*SIP\s*/\s*2\.0\s*/\s*[A-Za-z0-9.!%*_+`'~-]+", re.IGNORECASE)
 _VIA_PROTOCOL_BYTES = re.compile(
@@ -171,11 +173,16 @@ class StackCounters:
     send_errors: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
     tcp: TcpCounters = field(default_factory=TcpCounters)
+    tls: TcpCounters = field(default_factory=TcpCounters)
 
 
 class SipStack(asyncio.DatagramProtocol):
-    """One UDP socket and a TCP listener on the same host:port, one transaction layer, and
-    the transaction user's callbacks."""
+    """One UDP socket and a TCP listener on the same host:port (and optionally a TLS one),
+    one transaction layer, and the transaction user's callbacks.
+
+    TLS: `tls_server` (a server SSLContext with our certificate) listens on `tls_port`;
+    `tls_client` (a client SSLContext: the CAs we trust) lets requests go out over TLS.
+    """
 
     def __init__(
         self,
@@ -185,6 +192,8 @@ class SipStack(asyncio.DatagramProtocol):
         tcp: bool = True,
         tcp_limits: TcpLimits | None = None,
         timer_settings: TimerSettings | None = None,
+        tls_server: ssl.SSLContext | None = None,
+        tls_client: ssl.SSLContext | None = None,
     ) -> None:
         self.on_request = on_request
         self.guard = guard
@@ -201,6 +210,19 @@ class SipStack(asyncio.DatagramProtocol):
                 counters=self.counters.tcp,
                 on_accept=self._accept_connection,
             )
+        self.tls: TcpTransport | None = None
+        if tls_server is not None or tls_client is not None:
+            self.tls = TcpTransport(
+                self._stream_received,
+                self._stream_framing_error,
+                limits=tcp_limits,
+                counters=self.counters.tls,
+                on_accept=self._accept_connection,
+                ssl_server=tls_server,
+                ssl_client=tls_client,
+                name="tls",
+            )
+        self._streams = {"tcp": self.tcp, "tls": self.tls}
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._waiting: dict[int, asyncio.Future[Response]] = {}
@@ -211,11 +233,14 @@ class SipStack(asyncio.DatagramProtocol):
 
     # ----- life cycle ----------------------------------------------------------------------
 
-    async def start(self, host: str, port: int, *, attempts: int = 5) -> Address:
-        """Listen on UDP and TCP on the same host:port.
+    async def start(
+        self, host: str, port: int, *, tls_port: int | None = None, attempts: int = 5
+    ) -> Address:
+        """Listen on UDP and TCP on the same host:port, and on TLS if a server context was given.
 
         With port 0 the UDP socket picks the port and TCP takes the same one; if that port is
-        taken on TCP, another is tried (up to `attempts` times).
+        taken on TCP, another is tried (up to `attempts` times). TLS listens on `tls_port`
+        (default: the SIP port + 1, as 5061 follows 5060; any free port when port is 0).
         """
         loop = asyncio.get_running_loop()
         for attempt in range(attempts):
@@ -232,11 +257,20 @@ class SipStack(asyncio.DatagramProtocol):
                 self._transport = None
                 if port != 0 or attempt == attempts - 1:
                     raise
-        self._running = True
         shown = "{}:{}:{}"
         self.listening = [shown.format("udp", *self.local_address)]
         if self.tcp is not None:
             self.listening.append(shown.format("tcp", *self.local_address))
+        if self.tls is not None and self.tls.ssl_server is not None:
+            if tls_port is None:
+                tls_port = port + 1 if port else 0
+            try:
+                tls_address = await self.tls.listen(host, tls_port)
+            except BaseException:
+                await self.stop()
+                raise
+            self.listening.append(shown.format("tls", *tls_address))
+        self._running = True
         log.info("event=sip_listening on=%s", ",".join(self.listening))
         return self.local_address
 
@@ -251,28 +285,17 @@ class SipStack(asyncio.DatagramProtocol):
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-        if self.tcp is not None:
-            await self.tcp.close()
+        for stream in (self.tcp, self.tls):
+            if stream is not None:
+                await stream.close()
 
     def transport_status(self) -> dict[str, Any]:
-        """For the service's status: where we listen and what the TCP side is doing."""
-        tcp = self.counters.tcp
-        return {
-            "listening": list(self.listening),
-            "tcp": {
-                "open": tcp.open,
-                "accepted": tcp.accepted,
-                "connected": tcp.connected,
-                "connect_failures": tcp.connect_failures,
-                "refused": tcp.refused,
-                "framing_errors": tcp.framing_errors,
-                "idle_closed": tcp.idle_closed,
-                "overflows": tcp.overflows,
-                "keepalives": tcp.keepalives,
-                "messages_in": tcp.messages_in,
-                "messages_out": tcp.messages_out,
-            },
-        }
+        """For the service's status: where we listen and what the TCP (and TLS) side is doing."""
+        status: dict[str, Any] = {"listening": list(self.listening)}
+        for name, stream in self._streams.items():
+            if stream is not None:
+                status[name] = dict(vars(stream.counters))
+        return status
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -316,8 +339,9 @@ class SipStack(asyncio.DatagramProtocol):
         return True
 
     def _stream_received(self, data: bytes, connection: TcpConnection) -> None:
-        """One whole message cut from a TCP stream (firmware/sip/tcp.py did the framing)."""
+        """One whole message cut from a TCP/TLS stream (firmware/sip/tcp.py did the framing)."""
         host, port = connection.remote
+        kind = connection.owner.name
         now = time.monotonic()
         if self.guard is not None and self.guard.is_blocked(host, now):
             self.counters.blocked += 1
@@ -328,25 +352,25 @@ class SipStack(asyncio.DatagramProtocol):
             envelope = Envelope(message)
         except SipParseError as error:
             # Framed by Content-Length, so the stream is still in step: answer, keep it open.
-            self._malformed(error, Peer(host, port, "tcp", connection))
+            self._malformed(error, Peer(host, port, kind, connection))
             return
         if isinstance(message, Request):
             self._note_source(message, (host, port))
-            fallback = (host, message.headers.top_via.port or _DEFAULT_SIP_PORT)
-            source = Peer(host, port, "tcp", connection, fallback)
+            fallback = (host, message.headers.top_via.port or _DEFAULT_PORTS[kind])
+            source = Peer(host, port, kind, connection, fallback)
         else:
-            source = Peer(host, port, "tcp", connection)
+            source = Peer(host, port, kind, connection)
         try:
             actions = self.layer.receive(envelope, source, now, reliable=True)
         except Exception:
-            log.exception("event=sip_receive_failed source=tcp:%s:%d", host, port)
+            log.exception("event=sip_receive_failed source=%s:%s:%d", kind, host, port)
             return
         self._run(actions)
 
     def _stream_framing_error(self, connection: TcpConnection, error: FramingError) -> None:
         """The stream is lost; a request whose head we read hears why before the close."""
         self.counters.malformed += 1
-        reason = "tcp framing"
+        reason = f"{connection.owner.name} framing"
         self.counters.by_reason[reason] = self.counters.by_reason.get(reason, 0) + 1
         if error.head is None:
             return
@@ -411,8 +435,8 @@ class SipStack(asyncio.DatagramProtocol):
     # ----- sending -------------------------------------------------------------------------
 
     def _send(self, data: bytes, destination: Address, transaction: Any = None) -> None:
-        if type(destination) is Peer and destination.transport == "tcp":
-            self._send_tcp(data, destination, transaction)
+        if type(destination) is Peer and destination.transport != "udp":
+            self._send_stream(data, destination, transaction)
             return
         if self._transport is None:
             return
@@ -422,19 +446,21 @@ class SipStack(asyncio.DatagramProtocol):
         except OSError:
             self.counters.send_errors += 1
 
-    def _send_tcp(self, data: bytes, peer: Peer, transaction: Any) -> None:
-        if self.tcp is None or not self._running:
-            self.counters.send_errors += 1
-            return
+    def _send_stream(self, data: bytes, peer: Peer, transaction: Any) -> None:
         if transaction is not None:
             on_failure = lambda: self._transport_failed(transaction)  # noqa: E731
         else:
             on_failure = self._raw_send_failed
+        stream = self._streams.get(peer.transport)
+        if stream is None or not self._running:
+            log.warning("event=sip_send_failed transport=%s reason=not_available", peer.transport)
+            asyncio.get_running_loop().call_soon(on_failure)
+            return
         target = peer.fallback or (peer[0], peer[1])
-        self.tcp.send(data, target, peer.connection, on_failure)
+        stream.send(data, target, peer.connection, on_failure)
 
     def _transport_failed(self, transaction: Any) -> None:
-        """A TCP connection could not be made or was gone: §17's transport error."""
+        """A TCP/TLS connection could not be made or was gone: §17's transport error."""
         self.counters.send_errors += 1
         if self._running:
             self._run(self.layer.transport_error(transaction, time.monotonic()))
@@ -445,8 +471,8 @@ class SipStack(asyncio.DatagramProtocol):
     def send_raw(self, data: bytes, destination: Address, transport: str | None = None) -> None:
         """Outside any transaction: the ACK for a 2xx (RFC 3261 13.2.2.4).
 
-        `transport` "udp" or "tcp"; by default the one `destination` came by (a `Peer`), else
-        UDP. A request's top Via is rewritten to name it.
+        `transport` "udp", "tcp" or "tls"; by default the one `destination` came by (a `Peer`),
+        else UDP. A request's top Via is rewritten to name it.
         """
         kind = transport_of(destination, transport)
         data = set_via_transport_bytes(data, kind)
@@ -454,11 +480,11 @@ class SipStack(asyncio.DatagramProtocol):
 
     @staticmethod
     def _destination(destination: Address, transport: str) -> Address:
-        """Tag `destination` for the transport layer: a Peer for TCP, a plain tuple for UDP."""
-        if transport == "tcp":
-            if type(destination) is Peer and destination.transport == "tcp":
+        """Tag `destination` for the transport layer: a Peer for TCP/TLS, a plain tuple for UDP."""
+        if transport != "udp":
+            if type(destination) is Peer and destination.transport == transport:
                 return destination
-            return Peer(destination[0], destination[1], "tcp")
+            return Peer(destination[0], destination[1], transport)
         return (destination[0], destination[1]) if type(destination) is Peer else destination
 
     def respond(self, transaction: ServerTransaction, response: Response) -> None:
@@ -473,13 +499,13 @@ class SipStack(asyncio.DatagramProtocol):
         transport: str | None = None,
     ) -> Response:
         """Send a request in a client transaction; the final response (408 on timeout, 503
-        when a TCP connection cannot be made).
+        when a TCP/TLS connection cannot be made).
 
         `on_response` sees every response of the transaction as it comes: provisionals,
         the final, and retransmitted 2xx finals (whose ACK the dialog sends again).
-        `transport` is "udp" or "tcp"; by default the one `destination` came by (a `Peer`
+        `transport` is "udp", "tcp" or "tls"; by default the one `destination` came by (a `Peer`
         handed to the TU with a request), else UDP. The top Via is rewritten to name it, and
-        over TCP nothing is retransmitted (the layer's reliable mode).
+        over TCP/TLS nothing is retransmitted (the layer's reliable mode).
         """
         kind = transport_of(destination, transport)
         set_via_transport(request, kind)

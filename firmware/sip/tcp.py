@@ -1,4 +1,4 @@
-"""SIP over TCP (RFC 3261 §18): stream framing and a pool of connections.
+"""SIP over TCP and TLS (RFC 3261 §18, §26.2): stream framing and a pool of connections.
 
 `StreamFramer` is sans-I/O: bytes in, whole messages / keep-alive pings / one framing error
 out. On a stream, Content-Length is what separates messages (§18.3); a message without a
@@ -10,6 +10,8 @@ by the remote address so that a request to a peer reuses the connection that pee
 (or that we opened earlier). It knows nothing of SIP messages: the stack gives it bytes
 and a target and gets whole frames back. Limits (message size, connections, idle time,
 connect time, unsent bytes) keep one bad or slow peer from costing more than its socket.
+TLS is the same transport with SSL contexts: asyncio does the handshake (bounded by the
+connect timeout) and hands over the decrypted stream.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,7 +59,7 @@ class TcpLimits:
 
 @dataclass
 class TcpCounters:
-    open: int = 0  # connections open now (a gauge), connecting ones included
+    open: int = 0  # connections open now (a gauge), connecting ones included; TLS: handshaken
     accepted: int = 0
     connected: int = 0  # outbound connections made
     connect_failures: int = 0
@@ -246,7 +249,7 @@ class TcpConnection(asyncio.Protocol):
         self.last_activity = time.monotonic()
         if transport.get_write_buffer_size() > self.owner.limits.max_unsent:
             self.owner.counters.overflows += 1
-            log.warning("event=sip_tcp_overflow remote=%s:%d unsent=%d", *self.remote,
+            log.warning("event=sip_%s_overflow remote=%s:%d unsent=%d", self.owner.name, *self.remote,
                         transport.get_write_buffer_size())  # fmt: skip
             transport.abort()
             self._gone()
@@ -286,14 +289,15 @@ class TcpConnection(asyncio.Protocol):
             return
         if time.monotonic() - self.last_activity >= self.owner.limits.idle_timeout:
             self.owner.counters.idle_closed += 1
-            log.info("event=sip_tcp_idle_closed remote=%s:%d", *self.remote)
+            log.info("event=sip_%s_idle_closed remote=%s:%d", self.owner.name, *self.remote)
             self.close()
             return
         self._arm_idle()
 
 
 class TcpTransport:
-    """The listening socket and every connection of one SIP stack."""
+    """The listening socket and every connection of one SIP stack over TCP, or over TLS
+    when given SSL contexts (`ssl_server` to listen, `ssl_client` to connect)."""
 
     def __init__(
         self,
@@ -303,7 +307,13 @@ class TcpTransport:
         limits: TcpLimits | None = None,
         counters: TcpCounters | None = None,
         on_accept: OnAccept | None = None,
+        ssl_server: ssl.SSLContext | None = None,
+        ssl_client: ssl.SSLContext | None = None,
+        name: str = "tcp",
     ) -> None:
+        self.name = name  # "tcp" or "tls": the Via token, the log prefix
+        self.ssl_server = ssl_server
+        self.ssl_client = ssl_client
         self.on_frame = on_frame
         self.on_framing_error = on_framing_error
         self.on_accept = on_accept
@@ -318,8 +328,10 @@ class TcpTransport:
     async def listen(self, host: str, port: int) -> Address:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: TcpConnection(self, None, inbound=True), host, port
-        )
+            lambda: TcpConnection(self, None, inbound=True), host, port,
+            ssl=self.ssl_server,
+            ssl_handshake_timeout=self.limits.connect_timeout if self.ssl_server else None,
+        )  # fmt: skip
         self.local_address = self._server.sockets[0].getsockname()[:2]
         return self.local_address
 
@@ -375,8 +387,12 @@ class TcpTransport:
             self._report_failure(on_failure)
 
     def _open(self, target: Address) -> TcpConnection | None:
+        if self.ssl_server is not None and self.ssl_client is None:
+            log.warning("event=sip_%s_connect_refused remote=%s:%d reason=no_client_context", self.name, *target)
+            self.counters.connect_failures += 1
+            return None
         if len(self._connections) >= self.limits.max_connections:
-            log.warning("event=sip_tcp_connect_refused remote=%s:%d reason=max_connections", *target)
+            log.warning("event=sip_%s_connect_refused remote=%s:%d reason=max_connections", self.name, *target)
             self.counters.connect_failures += 1
             return None
         connection = TcpConnection(self, target, inbound=False)
@@ -389,14 +405,18 @@ class TcpTransport:
     async def _connect(self, connection: TcpConnection) -> None:
         host, port = connection.remote
         loop = asyncio.get_running_loop()
+        secure = self.ssl_client is not None
         try:
             await asyncio.wait_for(
-                loop.create_connection(lambda: connection, host, port),
-                self.limits.connect_timeout,
-            )
-        except (OSError, TimeoutError) as error:
+                loop.create_connection(
+                    lambda: connection, host, port,
+                    ssl=self.ssl_client, server_hostname=host if secure else None,
+                ),
+                self.limits.connect_timeout,  # the TLS handshake included
+            )  # fmt: skip
+        except (OSError, TimeoutError) as error:  # ssl.SSLError is an OSError
             self.counters.connect_failures += 1
-            log.warning("event=sip_tcp_connect_failed remote=%s:%d error=%r", host, port, str(error)[:80] or type(error).__name__)
+            log.warning("event=sip_%s_connect_failed remote=%s:%d error=%r", self.name, host, port, str(error)[:80] or type(error).__name__)
             connection._gone()
             return
         except asyncio.CancelledError:
@@ -415,7 +435,7 @@ class TcpTransport:
         )
         if not accepted:
             self.counters.refused += 1
-            log.warning("event=sip_tcp_refused remote=%s:%d open=%d", *connection.remote, len(self._connections))
+            log.warning("event=sip_%s_refused remote=%s:%d open=%d", self.name, *connection.remote, len(self._connections))
             assert connection.transport is not None
             connection.transport.abort()
             connection.closed = True
@@ -439,11 +459,11 @@ class TcpTransport:
         try:
             self.on_frame(data, connection)
         except Exception:
-            log.exception("event=sip_tcp_frame_handler_failed remote=%s:%d", *connection.remote)
+            log.exception("event=sip_%s_frame_handler_failed remote=%s:%d", self.name, *connection.remote)
 
     def _framing_error(self, connection: TcpConnection, error: FramingError) -> None:
         self.counters.framing_errors += 1
-        log.warning("event=sip_tcp_framing_error remote=%s:%d reason=%r", *connection.remote, error.reason[:120])
+        log.warning("event=sip_%s_framing_error remote=%s:%d reason=%r", self.name, *connection.remote, error.reason[:120])
         try:
             self.on_framing_error(connection, error)
         except Exception:
