@@ -39,7 +39,7 @@ TEST_TONE = "test_tone"  # 1004 Hz, the classic line test frequency (ITU-T O.6 b
 TEST_TONE_HZ = 1004.0
 
 # Settings a reload cannot change while calls may be using them.
-_RESTART_ONLY = ("line_card", "site", "storage", "tones", "sip")
+_RESTART_ONLY = ("line_card", "site", "storage", "tones", "sip", "sibling_sites")
 
 
 def default_data_dir(config: Config | None = None) -> Path:

@@ -158,6 +158,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         for blocked in (registrar.get("guard") or {}).get("blocked", []):
             print(f"  blocked {blocked['source']} for {blocked['remaining_s']} s more "
                   f"(offence {blocked['offence']})")  # fmt: skip
+        for name, trunk in (sip.get("trunks") or {}).items():
+            print(f"  trunk {name} {trunk['host']}: {_availability(trunk)}, {trunk['calls']} calls"
+                  f"{_registration_text(trunk.get('registration'))}")  # fmt: skip
+        for name, site in (sip.get("siblings") or {}).items():
+            print(f"  sibling {name} {site['host'] or '(no link)'}: {_availability(site)}, {site['calls']} calls, "
+                  f"{site['auth_refused']} refused")  # fmt: skip
     mixer = status["mixer"]
     print(
         f"mixer: tick lateness p50 {mixer['late_p50_ms']} ms  p99 {mixer['late_p99_ms']} ms  "
@@ -165,6 +171,23 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"slots {mixer['slots_in_use']}/{mixer['capacity']}"
     )
     return 0
+
+
+def _availability(entry: dict[str, Any]) -> str:
+    reachable = entry.get("reachable")
+    shown = "up" if entry.get("available") else "DOWN"
+    return f"{shown} (keep-alive: {reachable})" if reachable else shown
+
+
+def _registration_text(registration: dict[str, Any] | None) -> str:
+    if not registration:
+        return ""
+    text = f", registration {registration['state']}"
+    if registration.get("status_code"):
+        text += f" ({registration['status_code']} {registration.get('reason') or ''})".rstrip()
+    if registration.get("next_attempt_in_s") is not None and registration["state"] != "registered":
+        text += f", retry in {registration['next_attempt_in_s']} s"
+    return text
 
 
 def cmd_calls(args: argparse.Namespace) -> int:

@@ -155,7 +155,7 @@ class SipService:
         counters = self.stack.counters
         host, port = self.stack.local_address
         return {
-            "listen": f"udp:{host}:{port}",
+            "listen": " ".join(self.stack.listening) or f"udp:{host}:{port}",
             "datagrams_in": counters.datagrams_in,
             "malformed": counters.malformed,
             "answered_400": counters.answered_400,

@@ -185,8 +185,9 @@ def test_an_unreachable_sibling_is_called_through_its_public_number(sites: tuple
     """Porto's appliance is gone: Lisbon dials Porto's public number on a city line and
     then the extension as DTMF, which the line carries in-band."""
     lisbon, porto = sites
+    assert "sibling porto udp:127.0.0.1" in lisbon.core.cli("status").stdout
     porto.core.stop()
-    time.sleep(3.5)  # keep-alives (1 s) notice the link is down
+    wait_for(lambda: "DOWN" in lisbon.core.cli("status").stdout, 8.0, "the link shown down", lisbon)
     lisbon.sim("offhook", "202")
     lisbon.sim("dial", "202", digits="303")
     wait_for(
