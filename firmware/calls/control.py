@@ -28,7 +28,7 @@ from firmware.calls.lifecycle import IllegalTransition, LegState
 from firmware.calls.outside import OutsideCalls
 from firmware.calls.routes import OutboundRoutes
 from firmware.calls.session import CallEnded, CallSession, RecordDraft, utc_now
-from firmware.calls.transfer import TransferCalls
+from firmware.calls.transfer import HANDOVER, TransferCalls
 from firmware.config.schema import Config
 from firmware.media.mixer import Mixer
 
@@ -620,6 +620,9 @@ class CallManager(OutsideCalls, TransferCalls):
             elif event.kind == EventKind.RETRIEVE:
                 other.stop_sound()
                 self._log_call("call_retrieve", {"call": session.id, "holder": channel.name, "held": other.name})
+            elif event.kind == EventKind.TRANSFER and event.value == HANDOVER:
+                self._hand_over(session, channel, other)
+                raise CallEnded
             elif event.kind == EventKind.TRANSFER and await self._transfer(session, channel, other, event.value):
                 return
 

@@ -102,6 +102,8 @@ class CallSession:
         self.far_end_alerted = False  # the last outgoing SIP attempt got as far as ringing
         self.after_answer: tuple[str, float] | None = None  # DTMF (digits, delay) once through
         self.relay: asyncio.Task[None] | None = None  # the last DTMF relay, to keep order
+        # Set by an attended transfer waiting for this call's partner (see TransferCalls).
+        self.handover: asyncio.Future[Channel] | None = None
 
     @property
     def draft(self) -> RecordDraft | None:

@@ -8,7 +8,8 @@ goes to the file given by --log. Everything runs on this process's main thread
 The process ends by itself after --lifetime seconds whatever the test does.
 
 Commands: {"cmd": "call", "uri"}, "answer", "hangup", "tone" {"freq"} (0 stops),
-"record" {"path"} / "record_stop", "hold", "unhold", "xfer" {"uri"}, "unregister", "quit".
+"record" {"path"} / "record_stop", "hold", "unhold", "xfer" {"uri"}, "xfer_replaces" (the
+earlier call is transferred to the current call's party), "unregister", "quit".
 Events: ready, reg_state, incoming, call_state, media, xfer_status, recorded, error.
 """
 
@@ -116,6 +117,10 @@ class Phone:
                 self._current().reinvite(prm)
             elif name == "xfer":
                 self._current().xfer(command["uri"], pj.CallOpParam(True))
+            elif name == "xfer_replaces":  # attended: the earlier (held) call joins the current one's party
+                if not self.old_calls:
+                    raise RuntimeError("no earlier call to transfer")
+                self.old_calls[-1].xferReplaces(self._current(), pj.CallOpParam(True))
             elif name == "unregister":
                 assert self.account is not None
                 self.account.setRegistration(False)

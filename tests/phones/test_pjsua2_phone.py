@@ -173,3 +173,29 @@ async def test_pjsua2_transfers_its_partner_to_another_desk_phone(office: Pbx, p
     assert transferred.disposition == Disposition.ANSWERED
     assert transferred.transferred_by == "205"
     assert office.app.sip.legs == {}
+
+
+async def test_pjsua2_attended_transfer_joins_its_two_partners(office: Pbx, phone: PjsuaPhone) -> None:
+    """Hold 202, consult 203, REFER with Replaces: 202 and 203 talk; both pjsua2 calls end."""
+    sales, accounts = office.phone("202"), office.phone("203")
+    await connect_to_desk(office, phone, "202")
+    mark = sales.mark()
+    phone.send("hold")
+    await phone.expect("media", status="local_hold", timeout=3.0)
+    assert await office.hears_cadence(sales, "hold", since=mark, timeout=4.0), "held: no hold tone"
+    phone.stream.forget()
+    await connect_to_desk(office, phone, "203")  # the consultation call
+    phone.send("xfer_replaces")
+    status = await phone.expect("xfer_status", timeout=5.0, final=True)
+    assert status["code"] == 200, status
+    await phone.call_state("DISCONNECTED")
+    await office.speech_both_ways(sales, accounts)
+    sales.on_hook()
+    await office.wait_state("203", LegState.CLEARING)
+    accounts.on_hook()
+    await office.wait_idle()
+    records = await office.records(5)
+    joined = next(r for r in records if r.transferred_by == "205")
+    assert (joined.caller_number, joined.answered_extension) == ("202", "203")
+    assert joined.disposition == Disposition.ANSWERED
+    assert office.app.sip.legs == {}
