@@ -395,6 +395,8 @@ class SipCallLeg(Channel):
         method = request.method
         if method == "BYE":
             self._answer(transaction, request, 200)
+            if self.server_transaction is not None and self._ok is None and not self.ended:
+                self._respond(487)  # a BYE in the early dialog ends the INVITE too (RFC 3261 15.1.2)
             self.on_bye()
         elif method == "INVITE":
             self._on_reinvite(transaction, request)

@@ -99,7 +99,7 @@ class Answerer:
             leg.transfer_result(self.transfer_ok(event.value))
 
     async def _end(self, leg: Channel) -> None:
-        await leg.release(leg.state)
+        await leg.release("normal")
         leg.set_state(LegState.IDLE)
 
     def of(self, kind: EventKind) -> list[str]:

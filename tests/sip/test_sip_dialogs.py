@@ -288,6 +288,16 @@ async def test_old_cseq_gets_500(harness: Harness) -> None:
     assert harness.send("INFO", 5).status == 200  # equal is not out of order
 
 
+async def test_bye_before_the_answer_ends_the_invite_with_487(harness: Harness) -> None:
+    leg = harness.leg
+    leg.accept_invite(object(), request("INVITE", 1, sdp()), SOURCE)  # type: ignore[arg-type]
+    leg.set_state(LegState.ALERTING)
+    await leg.indicate_ringing()
+    harness.send("BYE", 2)
+    assert harness.stack.statuses() == [180, 200, 487]
+    assert harness.events == [ChannelEvent(EventKind.FAR_END_CLEARED, "bye")]
+
+
 async def test_offer_before_our_answer_gets_500_with_retry_after(harness: Harness) -> None:
     leg = harness.leg
     leg.accept_invite(object(), request("INVITE", 1, sdp()), SOURCE)  # type: ignore[arg-type]
