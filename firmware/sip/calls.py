@@ -852,7 +852,9 @@ class SipCallLeg(Channel):
         try:
             if self.server_transaction is not None and self._ok is None:
                 self._respond(FINAL_RESPONSE_FOR_CAUSE.get(cause.partition(":")[0], 480))
-            elif self.confirmed:
+            elif self.confirmed or self._ok is not None:
+                # Answered, even if our 200's ACK is still on its way (RFC 3261 15 would have
+                # us wait for it; every UA takes the BYE, and waiting keeps a dead call up).
                 self._in_background(self._bye())
             elif self._invite_task is not None and self.invite is not None:
                 self._in_background(self._cancel())

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from firmware.calls.channel import Role
 from firmware.config.schema import SiblingSiteConfig, SipConfig, SipPeerConfig
-from firmware.sip.calls import SipCallLeg, acceptable_offer, local_address_towards
+from firmware.sip.calls import MALFORMED, SipCallLeg, acceptable_offer, local_address_towards
 from firmware.sip.links import SipLinks
 from firmware.sip.message import Request, Response, make_response
 from firmware.sip.message_errors import SipParseError
@@ -162,6 +162,9 @@ class SipService:
             "blocked": counters.blocked,
             "requests": dict(self.requests_by_method),
             "transactions": self.layer_size,
+            "unknown_dialogs": self.unknown_dialogs,
+            "malformed_in_dialog": dict(MALFORMED),
+            "transport": self.stack.transport_status(),
             "registrar": self.registrar.status() if self.registrar is not None else None,
             "trunks": self.links.trunk_status(self._calls_to),
             "siblings": self.links.sibling_status(self._calls_to),
