@@ -158,6 +158,7 @@ class SipCallLeg(Channel):
         self.to_header = ""
         self.confirmed = False
         self.ended = False
+        self.digits_in = 0  # DTMF received (RFC 4733 or INFO), for status and tests
         # inbound
         self.invite: Request | None = None
         self.server_transaction: ServerTransaction | None = None
@@ -209,6 +210,8 @@ class SipCallLeg(Channel):
         return self.media
 
     def _on_digit(self, _media: RtpLeg, digit: str) -> None:
+        self.digits_in += 1
+        log.info("event=sip_digit leg=%s via=rfc4733 digit=%s", self.name, digit)
         self.emit(ChannelEvent(EventKind.DIGIT, digit))
 
     def _on_media_timeout(self, _media: RtpLeg) -> None:
@@ -647,6 +650,8 @@ class SipCallLeg(Channel):
             self._answer(transaction, request, 400)
             return
         self._answer(transaction, request, 200)
+        self.digits_in += 1
+        log.info("event=sip_digit leg=%s via=info digit=%s", self.name, digit)
         self.emit(ChannelEvent(EventKind.DIGIT, digit))
 
     # ----- outbound ----------------------------------------------------------------------
