@@ -12,6 +12,10 @@ A `SipCallLeg` is a line-role channel (a call to or from the world, like a city 
 In the dialog, whichever side began it (`receive_request`): re-INVITE and UPDATE change
 the media (hold is HOLD/RETRIEVE), REFER asks for a TRANSFER, INFO carries digits.
 Media always goes through the mixer: the leg's RTP session is attached to its slot.
+Session timers (RFC 4028, `session_timer`): a dialog that agreed one is refreshed by us
+(UPDATE, or re-INVITE with our SDP as it stands) or watched for the far end's refresh; a
+missing or refused refresh ends the call with BYE and FAR_END_CLEARED "session_expired",
+which also clears a held call whose far end vanished (no RTP is watched while held).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, Role
 from firmware.calls.lifecycle import LegState
 from firmware.config.schema import SipPeerConfig
-from firmware.sip import refer
+from firmware.sip import refer, session_timer
 from firmware.sip.auth import DigestClient
 from firmware.sip.dtmf_info import (
     DTMF_INFO_TYPES,
@@ -50,6 +54,18 @@ from firmware.sip.sdp import (
     make_offer,
     negotiated,
     parse_sdp,
+)
+from firmware.sip.session_timer import (
+    MIN_SE_S,
+    TIMER,
+    SessionExpires,
+    SessionTimerError,
+    Timer,
+    TooSmall,
+    UasAnswer,
+    follow_response,
+    parse_min_se,
+    parse_session_expires,
 )
 from firmware.sip.transaction import ServerTransaction
 from firmware.sip.uri import SipUri, parse_uri
@@ -92,6 +108,15 @@ _SUBSCRIPTION_EXPIRES_S = 60
 
 # Counted malformed in-dialog input (a bad SDP or DTMF body, a bad Refer-To), by kind.
 MALFORMED: dict[str, int] = {}
+# Session timers: dialogs that agreed one, refreshes sent and received, calls ended by an
+# expired session, INVITEs and refreshes refused with 422 (shown in status).
+SESSION_TIMERS: dict[str, int] = dict.fromkeys(
+    ("negotiated", "refreshes_sent", "refreshes_received", "expired", "refused_422"), 0
+)
+# What our INVITEs and 2xx say we take inside a dialog (so a far end may refresh by UPDATE).
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, INFO, NOTIFY"
+_REFRESH_ATTEMPTS = 3  # refused (not 408/481) refreshes per interval before it expires
+_REFRESH_ROUNDS = 3  # one refresh: a 422, a 405 to UPDATE or a 491 is followed by another try
 
 
 def local_address_towards(host: str) -> str:
@@ -104,6 +129,39 @@ def local_address_towards(host: str) -> str:
 def _malformed(kind: str, leg: str, detail: object) -> None:
     MALFORMED[kind] = MALFORMED.get(kind, 0) + 1
     log.warning("event=sip_malformed_in_dialog kind=%s leg=%s detail=%r", kind, leg, str(detail)[:120])
+
+
+def requested_timer(headers: Headers, leg: str) -> tuple[SessionExpires | None, bool]:
+    """The Session-Expires a request or response carries, and whether it lists "timer" in
+    Supported. An unreadable value is logged, counted and taken as absent (no timer)."""
+    try:
+        supported = any(token.lower() == TIMER for token in headers.supported)
+    except SipParseError as error:
+        _malformed("supported", leg, error)
+        supported = False
+    text = headers.get("Session-Expires")
+    if text is None:
+        return None, supported
+    try:
+        return parse_session_expires(text), supported
+    except SessionTimerError as error:
+        _malformed("session_expires", leg, error)
+        return None, supported
+
+
+def too_brief_session(request: Request) -> Response | None:
+    """422 with our Min-SE for an INVITE asking for a session interval under it (RFC
+    4028 6), before any phone rings; None when the INVITE may go on."""
+    requested, supported = requested_timer(request.headers, "new")
+    refusal = session_timer.answer_request(requested, supported)
+    if not isinstance(refusal, TooSmall):
+        return None
+    SESSION_TIMERS["refused_422"] += 1
+    log.info("event=sip_session_interval_too_small call_id=%s asked=%s min_se=%d",
+             request.headers.call_id[:80], requested.interval if requested else "", refusal.min_se)  # fmt: skip
+    response = make_response(request, 422)
+    response.headers.add("Min-SE", str(refusal.min_se))
+    return response
 
 
 @dataclass
@@ -183,6 +241,15 @@ class SipCallLeg(Channel):
         self._refer_event = "refer"
         self._notify_lock = asyncio.Lock()
         self._notifies: set[asyncio.Task[None]] = set()
+        # session timer (RFC 4028)
+        self._local_sdp = b""  # the last SDP we sent: a refresh re-INVITE offers it again
+        self._uas_timer: UasAnswer | None = None  # what our 2xx to the INVITE will say
+        self._timer: Timer | None = None
+        self._timer_task: asyncio.Task[None] | None = None
+        self._peer_update = False  # the far end listed UPDATE in Allow: refresh by UPDATE
+        self._min_se = MIN_SE_S  # raised by a 422 to one of our refreshes
+        self._offering = False  # our refresh re-INVITE is out: a crossing offer gets 491
+        self._refresh_acks: dict[int, Request] = {}  # our refresh re-INVITEs' ACKs, by CSeq
 
     # ----- audio -------------------------------------------------------------------------
 
@@ -275,6 +342,10 @@ class SipCallLeg(Channel):
         self.remote_target = contact_uri if isinstance(contact_uri, SipUri) else None
         self.route_set = self._route_set(headers, uas=True)
         self.destination = source
+        self._learn_allow(headers)
+        requested, supported = requested_timer(headers, self.name)
+        timer = session_timer.answer_request(requested, supported)
+        self._uas_timer = timer if isinstance(timer, UasAnswer) else None  # 422 was the service's
         caller = headers.from_address
         user = caller.uri.user if isinstance(caller.uri, SipUri) else None
         return CallerId(user or "", caller.display_name or "")
@@ -289,7 +360,9 @@ class SipCallLeg(Channel):
             return []
         return routes if uas else routes[::-1]
 
-    def _respond(self, status: int, body: bytes = b"", *, contact: bool = False) -> Response:
+    def _respond(
+        self, status: int, body: bytes = b"", *, contact: bool = False, extra: tuple[tuple[str, str], ...] = ()
+    ) -> Response:
         assert self.invite is not None and self.server_transaction is not None
         response = make_response(self.invite, status, to_tag=self.local_tag)
         if 100 < status < 300:  # dialog-making responses carry the route set (RFC 3261 12.1.1)
@@ -297,6 +370,8 @@ class SipCallLeg(Channel):
                 response.headers.add("Record-Route", route)
         if contact:
             response.headers.add("Contact", self._contact)
+        for name, value in extra:
+            response.headers.add(name, value)
         if body:
             response.headers.add("Content-Type", "application/sdp")
             response.body = body
@@ -325,10 +400,13 @@ class SipCallLeg(Channel):
         )
         answer = make_answer(offer, self.sdp, port=media.local_port, codecs=codecs)
         self._apply_direction(params, announce=False)
-        self._ok = self._respond(200, answer.encode(), contact=True)
+        self._local_sdp = answer.encode()
+        self._ok = self._respond(200, self._local_sdp, contact=True, extra=_timer_headers(self._uas_timer))
         sent = _Sent2xx(self.server_transaction, self._ok, self.invite.headers.cseq.number)
         self._initial_2xx = sent
         sent.task = asyncio.get_running_loop().create_task(self._retransmit_2xx(sent))
+        if self._uas_timer is not None:
+            self._start_session_timer(self._uas_timer.timer)
 
     async def _retransmit_2xx(self, sent: _Sent2xx) -> None:
         """RFC 3261 13.3.1.4: the UAS core resends 2xx from T1 doubling to T2 until the ACK."""
@@ -443,12 +521,13 @@ class SipCallLeg(Channel):
         if self.server_transaction is not None and self._ok is None:
             self._answer(transaction, request, 500, extra=(("Retry-After", str(random.randint(1, 5))),))
             return True
-        if self.media is None or (self.server_transaction is None and not self.confirmed) or self._reinvite:
+        if (self.media is None or (self.server_transaction is None and not self.confirmed) or self._reinvite
+                or self._offering):  # fmt: skip
             self._answer(transaction, request, 491)
             return True
         return False
 
-    def _refresh_target(self, request: Request) -> None:
+    def _refresh_target(self, request: Request | Response) -> None:
         """re-INVITE and UPDATE are target refresh requests: a new Contact is the new target."""
         try:
             contacts = request.headers.contacts
@@ -464,6 +543,9 @@ class SipCallLeg(Channel):
             if self.ended:
                 self._answer(transaction, request, 481)
             return
+        timer = self._timer_for(transaction, request)
+        if isinstance(timer, TooSmall):
+            return
         self._refresh_target(request)
         offer: SessionDescription | None = None
         if request.body:
@@ -474,28 +556,36 @@ class SipCallLeg(Channel):
         else:
             offer = self._our_offer()
             answer = offer.encode()
-        response = self._answer(transaction, request, 200, answer, contact=True)
+        self._local_sdp = answer
+        response = self._answer(transaction, request, 200, answer, contact=True, extra=_timer_headers(timer))
         sent = _Sent2xx(transaction, response, request.headers.cseq.number, offer)
         self._reinvite = sent
         sent.task = asyncio.get_running_loop().create_task(self._retransmit_2xx(sent))
+        self._refreshed(timer)
 
     def _on_update(self, transaction: ServerTransaction, request: Request) -> None:
         """RFC 3311: an offer answered in the 200 (no ACK); without SDP a session refresh."""
         if self.ended:
             self._answer(transaction, request, 481)
             return
+        if request.body and self._busy_with_offer(transaction, request):
+            return
+        timer = self._timer_for(transaction, request)
+        if isinstance(timer, TooSmall):
+            return
         if not request.body:
             self._refresh_target(request)
-            self._answer(transaction, request, 200, contact=True)
-            return
-        if self._busy_with_offer(transaction, request):
+            self._answer(transaction, request, 200, contact=True, extra=_timer_headers(timer))
+            self._refreshed(timer)
             return
         answer = self._answer_offer(request.body)
         if answer is None:
             self._answer(transaction, request, 488)
             return
         self._refresh_target(request)
-        self._answer(transaction, request, 200, answer, contact=True)
+        self._local_sdp = answer
+        self._answer(transaction, request, 200, answer, contact=True, extra=_timer_headers(timer))
+        self._refreshed(timer)
 
     def _answer_offer(self, body: bytes) -> bytes | None:
         """Our answer to a mid-call offer, with the change applied to the RTP leg; None if
@@ -574,6 +664,188 @@ class SipCallLeg(Channel):
             return
         log.info("event=sip_%s leg=%s call_id=%s", "hold" if held else "retrieve", self.name, self.call_id)
         self.emit(ChannelEvent(EventKind.HOLD if held else EventKind.RETRIEVE))
+
+    # ----- session timer (RFC 4028) --------------------------------------------------------
+
+    @property
+    def _answered(self) -> bool:
+        return self._ok is not None or (self.server_transaction is None and self.confirmed)
+
+    def _timer_for(self, transaction: ServerTransaction, request: Request) -> UasAnswer | TooSmall | None:
+        """What our 2xx to this re-INVITE or UPDATE says about the session timer (None:
+        nothing, no timer); TooSmall when the interval asked for was too small: 422 went."""
+        self._learn_allow(request.headers)
+        if not self._answered:
+            return None  # the early dialog: the timer starts with the answer
+        requested, supported = requested_timer(request.headers, self.name)
+        current = self._timer
+        floor = min(MIN_SE_S, current.interval) if current is not None else MIN_SE_S
+        timer = session_timer.answer_request(requested, supported, current, floor)
+        if isinstance(timer, TooSmall):
+            SESSION_TIMERS["refused_422"] += 1
+            log.info("event=sip_session_interval_too_small leg=%s asked=%s min_se=%d",
+                     self.name, requested.interval if requested else "", timer.min_se)  # fmt: skip
+            self._answer(transaction, request, 422, extra=(("Min-SE", str(timer.min_se)),))
+        return timer
+
+    def _refreshed(self, timer: UasAnswer | None) -> None:
+        """A re-INVITE or UPDATE we answered 2xx refreshed the session: the interval starts
+        again, with the refresher our 2xx named."""
+        if not isinstance(timer, UasAnswer):
+            return
+        if self._timer is not None:
+            SESSION_TIMERS["refreshes_received"] += 1
+        self._start_session_timer(timer.timer)
+
+    def _start_session_timer(self, timer: Timer | None) -> None:
+        """(Re)start the dialog's one timer task for `timer`; None stops it."""
+        task, self._timer_task = self._timer_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        previous, self._timer = self._timer, timer
+        if timer is None or self.ended:
+            return
+        if previous is None:
+            SESSION_TIMERS["negotiated"] += 1
+        if previous != timer:
+            log.info("event=sip_session_timer leg=%s call_id=%s interval=%d refresher=%s", self.name,
+                     self.call_id, timer.interval, "us" if timer.we_refresh else "far_end")  # fmt: skip
+        loop = asyncio.get_running_loop()
+        self._timer_task = loop.create_task(self._keep_session(timer), name=f"sip-session-{self.call_id}")
+
+    async def _keep_session(self, timer: Timer) -> None:
+        """One session interval. Far end refreshing: its refresh restarts this task, and
+        none in time ends the call. We refresh: at half the interval (again, halfway to
+        the expiry, after a refusal); the dialog gone (408, 481, no answer) ends the call."""
+        if not timer.we_refresh:
+            await asyncio.sleep(session_timer.expiry_delay(timer.interval))
+            self._session_expired("no_refresh", timer)
+            return
+        loop = asyncio.get_running_loop()
+        expires_at = loop.time() + timer.interval * session_timer.TIME_SCALE
+        delay = session_timer.refresh_delay(timer.interval)
+        for _ in range(_REFRESH_ATTEMPTS):
+            await asyncio.sleep(delay)
+            if self.ended:
+                return
+            outcome = await self._refresh_session(timer.interval)
+            if self.ended:
+                return
+            if isinstance(outcome, Timer):
+                self._start_session_timer(outcome)
+                return
+            if outcome is not None:
+                self._session_expired(outcome, timer)
+                return
+            delay = max(expires_at - loop.time(), 0.0) / 2
+        await asyncio.sleep(max(expires_at - loop.time(), 0.0))
+        self._session_expired("refresh_refused", timer)
+
+    async def _refresh_session(self, interval: int) -> Timer | str | None:
+        """Send one session refresh: UPDATE without SDP when the far end allows UPDATE,
+        else a re-INVITE offering our SDP unchanged (same o= version: no media change).
+        The timer its 2xx settles; a reason to end the call (the dialog is gone: 408,
+        481, or no answer at all); None when refused otherwise (the session goes on)."""
+        status = 0
+        for _ in range(_REFRESH_ROUNDS):
+            requested = SessionExpires(max(interval, self._min_se), "uac")
+            extra = (("Session-Expires", str(requested)), ("Min-SE", str(self._min_se)), ("Supported", TIMER))
+            SESSION_TIMERS["refreshes_sent"] += 1
+            method = "UPDATE" if self._peer_update or not self._local_sdp else "INVITE"
+            if method == "UPDATE":
+                response = await self._send_in_dialog("UPDATE", extra=extra)
+            else:
+                response = await self._send_refresh_invite(extra)
+            status = response.status
+            if 200 <= status < 300:
+                self._learn_allow(response.headers)
+                answered, _supported = requested_timer(response.headers, self.name)
+                return follow_response(answered, requested)
+            if status in (408, 481):
+                return f"refresh_{status}"
+            if status == 422:
+                self._min_se = max(self._min_se, self._min_se_of(response))
+            elif status in (405, 501) and method == "UPDATE":
+                self._peer_update = False  # it does not take UPDATE after all: re-INVITE
+            elif status == 491:
+                await asyncio.sleep(random.uniform(0.0, 2.0))  # RFC 3261 14.1
+            else:
+                break
+        log.info("event=sip_session_refresh_refused leg=%s call_id=%s status=%d", self.name, self.call_id, status)
+        return None
+
+    def _min_se_of(self, response: Response) -> int:
+        try:
+            return parse_min_se(response.headers.get("Min-SE") or "")
+        except SessionTimerError as error:
+            _malformed("min_se", self.name, error)
+            return self._min_se
+
+    async def _send_refresh_invite(self, extra: tuple[tuple[str, str], ...]) -> Response:
+        """A re-INVITE with our last SDP; its 2xx is acknowledged (and its answer applied)
+        as it arrives, even if the refresh was given up meanwhile."""
+        invite = self._request("INVITE", self._local_sdp, extra=(*extra, ("Allow", ALLOW)))
+        self._offering = True
+        final = await self.stack.request(invite, self.destination, self._refresh_response_handler(invite))
+        for _ in range(_AUTH_ROUNDS):
+            if final.status not in (401, 407) or self.ended:
+                break
+            retry = self._with_credentials(invite, final)
+            if retry is None:
+                break
+            invite = retry
+            self._offering = True
+            final = await self.stack.request(invite, self.destination, self._refresh_response_handler(invite))
+        return final
+
+    def _refresh_response_handler(self, invite: Request) -> Callable[[Response], None]:
+        """Our offer is out until the final response (a crossing offer gets 491 meanwhile,
+        RFC 3261 14.2); the 2xx (and each resent one) gets our ACK."""
+
+        def on_response(response: Response) -> None:
+            if response.status >= 200:
+                self._offering = False
+            if not 200 <= response.status < 300:
+                return
+            cseq = invite.headers.cseq.number
+            ack = self._refresh_acks.get(cseq)
+            if ack is None:  # the first 2xx: take its target, ACK it, take its answer
+                self._refresh_target(response)
+                credentials = tuple(
+                    (name, value) for name in ("Authorization", "Proxy-Authorization")
+                    for value in invite.headers.get_all(name)
+                )  # fmt: skip
+                ack = self._request("ACK", cseq=cseq, extra=credentials)
+                self._refresh_acks = {cseq: ack}  # the latest refresh's only
+                if response.body:
+                    self._take_answer(parse_sdp(invite.body), response.body)
+                else:
+                    _malformed("refresh_without_answer", self.name, "the media stays as it was")
+            self.stack.send_raw(ack.to_bytes(), self.destination)
+
+        return on_response
+
+    def _session_expired(self, reason: str, timer: Timer) -> None:
+        """No refresh in time, or the dialog is gone: BYE, and the call is over."""
+        if self.ended:
+            return
+        SESSION_TIMERS["expired"] += 1
+        log.warning("event=sip_session_expired leg=%s call_id=%s reason=%s interval=%d refresher=%s",
+                    self.name, self.call_id, reason, timer.interval, "us" if timer.we_refresh else "far_end")  # fmt: skip
+        self.ended = True
+        self._in_background(self._bye())
+        self.emit(ChannelEvent(EventKind.FAR_END_CLEARED, "session_expired"))
+
+    def _learn_allow(self, headers: Headers) -> None:
+        """Does the far end take UPDATE (its Allow, whenever it sends one)?"""
+        if headers.get("Allow") is None:
+            return
+        try:
+            methods = headers.allow
+        except SipParseError as error:
+            _malformed("allow", self.name, error)
+            return
+        self._peer_update = any(method.upper() == "UPDATE" for method in methods)
 
     # ----- transfer (RFC 3515) -----------------------------------------------------------
 
@@ -691,7 +963,8 @@ class SipCallLeg(Channel):
             self.peer.codecs[0], _static_pt(self.peer.codecs[0]), 101, None, active=False
         )
         self._offer = make_offer(self.sdp, port=media.local_port, codecs=list(self.peer.codecs))
-        invite = self._request("INVITE", body=self._offer.encode())
+        self._local_sdp = self._offer.encode()
+        invite = self._request("INVITE", body=self._local_sdp, extra=(("Supported", TIMER), ("Allow", ALLOW)))
         self.invite = invite
         self._invite_task = asyncio.get_running_loop().create_task(self._send_invite(invite))
 
@@ -811,6 +1084,9 @@ class SipCallLeg(Channel):
         self._ack = self._request("ACK", cseq=self.invite.headers.cseq.number, extra=credentials)
         self._send_ack()
         self.confirmed = True
+        self._learn_allow(headers)
+        answered, _supported = requested_timer(headers, self.name)
+        self._start_session_timer(follow_response(answered, None))
         try:
             params = negotiated(self._offer, parse_sdp(response.body), local_is_offerer=True)
         except Exception as error:  # a broken answer: the call cannot carry audio
@@ -896,6 +1172,7 @@ class SipCallLeg(Channel):
         for sent in (self._initial_2xx, self._reinvite):
             if sent is not None and sent.task is not None:
                 sent.task.cancel()
+        self._start_session_timer(None)
         self.on_closed(self)
 
     async def dial_done(self) -> None:
@@ -919,6 +1196,17 @@ def acceptable_offer(body: bytes, codecs: tuple[str, ...]) -> bool:
 
 
 _ENDING: set[asyncio.Task[None]] = set()  # BYE/CANCEL transactions still running
+
+
+def _timer_headers(timer: UasAnswer | None) -> tuple[tuple[str, str], ...]:
+    """Our 2xx headers for the session timer (RFC 4028 9): Supported always; the agreed
+    Session-Expires, and Require: timer when the far end supports it."""
+    headers: tuple[tuple[str, str], ...] = (("Supported", TIMER), ("Allow", ALLOW))
+    if isinstance(timer, UasAnswer):
+        headers += (("Session-Expires", str(timer.session_expires)),)
+        if timer.require:
+            headers += (("Require", TIMER),)
+    return headers
 
 
 def _with_tag(header: str, tag: str) -> str:

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from firmware.calls.channel import Role
 from firmware.config.schema import SiblingSiteConfig, SipConfig, SipPeerConfig
-from firmware.sip.calls import MALFORMED, SipCallLeg, acceptable_offer, local_address_towards
+from firmware.sip.calls import (
+    MALFORMED,
+    SESSION_TIMERS,
+    SipCallLeg,
+    acceptable_offer,
+    local_address_towards,
+    too_brief_session,
+)
 from firmware.sip.links import SipLinks
 from firmware.sip.message import Request, Response, make_response
 from firmware.sip.message_errors import SipParseError
@@ -138,7 +145,7 @@ class SipService:
         response = make_response(request, 200)
         response.headers.add("Allow", self.allow)
         response.headers.add("Accept", "application/sdp")
-        response.headers.add("Supported", "")
+        response.headers.add("Supported", "timer")  # RFC 4028 session timers
         self._finish(response)
         self.stack.respond(transaction, response)
 
@@ -164,6 +171,7 @@ class SipService:
             "transactions": self.layer_size,
             "unknown_dialogs": self.unknown_dialogs,
             "malformed_in_dialog": dict(MALFORMED),
+            "session_timers": dict(SESSION_TIMERS),
             "transport": self.stack.transport_status(),
             "registrar": self.registrar.status() if self.registrar is not None else None,
             "trunks": self.links.trunk_status(self._calls_to),
@@ -254,10 +262,21 @@ class SipService:
         if not acceptable_offer(request.body, peer.codecs):
             self._reply(transaction, request, 488)
             return
+        if self._too_brief(transaction, request):
+            return
         leg = self._new_leg(peer, source)  # its address, not its host name: no DNS here
         caller = leg.accept_invite(transaction, request, source)
         self.legs[leg.call_id] = leg
         self.calls.start_inbound(leg, dialled, caller, destination)
+
+    def _too_brief(self, transaction: ServerTransaction, request: Request) -> bool:
+        """A session interval under our Min-SE asked for: 422 (RFC 4028 6), nothing rings."""
+        refusal = too_brief_session(request)
+        if refusal is None:
+            return False
+        self._finish(refusal)
+        self.stack.respond(transaction, refusal)
+        return True
 
     def _invite_from_sibling(
         self, transaction: ServerTransaction, request: Request, source: Address, site: SiblingSiteConfig
@@ -273,6 +292,8 @@ class SipService:
         peer = sibling_peer(site, self.site)
         if not acceptable_offer(request.body, peer.codecs):
             self._reply(transaction, request, 488)
+            return
+        if self._too_brief(transaction, request):
             return
         leg = self._new_leg(peer, source, kind=SiblingCallLeg)
         caller = leg.accept_invite(transaction, request, source)
@@ -293,6 +314,8 @@ class SipService:
         extension = outcome.username
         if not acceptable_offer(request.body, ("PCMU", "PCMA")):
             self._reply(transaction, request, 488)
+            return
+        if self._too_brief(transaction, request):
             return
         peer = SipPeerConfig(name=f"phone{extension}", host=source[0], port=source[1], codecs=("PCMU", "PCMA"))
         leg = self._new_leg(peer)
