@@ -62,12 +62,17 @@ class DialPlan:
                 meanings[pattern] = meaning
 
         numbering = config.numbering
+        # Emergency first: whatever else a config gets wrong, 112 (and 9112) stays emergency.
+        for number in numbering.emergency:
+            add(number, _Meaning(RouteKind.EMERGENCY, destination_kind="emergency"))
+        for group in config.line_groups:
+            for number in numbering.emergency:
+                code = group.access_code
+                add(code + number, _Meaning(RouteKind.EMERGENCY, group.name, "emergency", len(code)))
         for extension in config.extensions:
             add(extension.number, _Meaning(RouteKind.INTERNAL, extension.number))
         if numbering.operator_code and numbering.operator:
             add(numbering.operator_code, _Meaning(RouteKind.INTERNAL, numbering.operator))
-        for number in numbering.emergency:
-            add(number, _Meaning(RouteKind.EMERGENCY, destination_kind="emergency"))
         for name, code in config.feature_codes.items():
             add(code, _Meaning(RouteKind.FEATURE, name))
         for site in config.sibling_sites:
@@ -75,10 +80,6 @@ class DialPlan:
                 add(pattern, _Meaning(RouteKind.SIBLING, site.name, "internal"))
         for group in config.line_groups:
             code = group.access_code
-            for number in numbering.emergency:
-                add(
-                    code + number, _Meaning(RouteKind.EMERGENCY, group.name, "emergency", len(code))
-                )
             for kind, kind_patterns in numbering.destination_kinds.items():
                 for pattern in kind_patterns:
                     add(code + pattern, _Meaning(RouteKind.OUTSIDE, group.name, kind, len(code)))

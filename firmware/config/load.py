@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 
+from firmware.calls.dialplan import DialPlan, RouteKind
 from firmware.calls.digitmap import DigitMap, MatchState
 from firmware.config.schema import Config
 
@@ -328,8 +329,34 @@ def _sibling_checks(config: Config, numbers: dict[str, str]) -> Iterator[str]:
     names = [site.name for site in config.sibling_sites]
     for name in {n for n in names if names.count(n) > 1}:
         yield f"sibling_sites: the name {name!r} is used more than once"
+    fixed = [(g.access_code, f"line group {g.name!r} access code") for g in config.line_groups]
+    fixed += [(n, f"emergency number {n}") for n in config.numbering.emergency]
+    fixed += [(g.access_code + n, f"emergency number {g.access_code}{n}") for g in config.line_groups
+              for n in config.numbering.emergency]  # fmt: skip
+    fixed += [(c, f"feature code {name!r}") for name, c in config.feature_codes.items()]
+    if config.numbering.operator_code:
+        fixed.append((config.numbering.operator_code, "operator code"))
+    seen_patterns: dict[str, str] = {}
     for index, site in enumerate(config.sibling_sites):
         where = f"sibling_sites[{index}]"
+        site_map = DigitMap(list(site.extensions))
+        for code, what in fixed:
+            prefixes = (code[:end] for end in range(1, len(code)))
+            if site_map.match(code).state != MatchState.NO_MATCH or any(
+                site_map.match(prefix).state in (MatchState.COMPLETE, MatchState.AMBIGUOUS) for prefix in prefixes
+            ):
+                yield f"{where}.extensions: {site.extensions} overlap {what} ({code}): a sibling range must not shadow it"
+        for pattern in site.extensions:
+            if pattern in seen_patterns:
+                yield f"{where}.extensions: {pattern!r} is also a range of {seen_patterns[pattern]!r}"
+            seen_patterns.setdefault(pattern, site.name)
+        if site.fallback == "pstn" and site.fallback_number:
+            fallback = DialPlan(config).route(None, site.fallback_number, unrestricted=True)
+            if fallback.kind != RouteKind.OUTSIDE:
+                yield (
+                    f"{where}.fallback_number: {site.fallback_number!r} is not an outside number here "
+                    f"(access code + a number of numbering.destination_kinds)"
+                )
         if site.name == config.site.name:
             yield f"{where}.name: {site.name!r} is this site's own name"
         ranges = DigitMap(list(site.extensions))

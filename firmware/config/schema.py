@@ -231,6 +231,12 @@ class SiblingSiteConfig(Section):
 
     @model_validator(mode="after")
     def _link(self) -> SiblingSiteConfig:
+        for pattern in self.extensions:
+            if "." in pattern or "#" in pattern or "*" in pattern:
+                raise ValueError(
+                    f"extensions: {pattern!r}: a sibling range is fixed-length digits (e.g. '3xx'); "
+                    "open-ended ranges would send any digits to the other office"
+                )
         if self.host:
             _check_ip(self.host, "siblings are trusted by address")
             if len(self.password) < 8:

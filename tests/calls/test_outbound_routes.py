@@ -168,3 +168,32 @@ def test_sip_only_extension_needs_a_password() -> None:
     assert "needs an FXS port, a sip_password" in str(caught.value)
     cfg = parse_config(default_config_text() + '\n[[extensions]]\nnumber = "250"\nclass_of_service = "staff"\nsip_password = "long-enough-1"\n')
     assert cfg.extension("250").port is None
+
+
+@pytest.mark.parametrize(
+    ("extensions", "message"),
+    [
+        ('["9xxx"]', "overlap line group 'city' access code"),
+        ('["11"]', "overlap emergency number 112"),
+        ('["3x."]', "fixed-length digits"),
+    ],
+)
+def test_a_sibling_range_may_not_shadow_emergency_or_access_codes(extensions: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(default_config_text() + SIBLINGS.replace('["3xx"]', extensions))
+    assert message in str(caught.value)
+
+
+def test_emergency_wins_even_over_a_shadowing_range() -> None:
+    """Defence in depth: the dial plan itself puts emergency numbers first."""
+    cfg = config()
+    plan = DialPlan(cfg).route(cfg.extension("208"), "9112")
+    assert plan.kind == RouteKind.EMERGENCY
+
+
+def test_a_fallback_number_must_be_an_outside_number() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(default_config_text() + SIBLINGS.replace('"9223456789"', '"12345"'))
+    assert "is not an outside number here" in str(caught.value)
+    with pytest.raises(ConfigError):
+        parse_config(default_config_text() + SIBLINGS.replace('"9223456789"', '"9112"'))
