@@ -353,26 +353,31 @@ class JitterBuffer:
         if playout is None:
             return self._anchor_at(timestamp, payload)
         offset = ((timestamp - playout + _HALF_TIMESTAMP) & _TIMESTAMP_MASK) - _HALF_TIMESTAMP
-        if offset >= self._span or offset < -self._span:
+        span = self._span
+        if offset >= span or offset < -span:
             self.resyncs += 1
             self.reset()
             return self._anchor_at(timestamp, payload)
         key = playout + offset
-        if not self._frames and (marker or offset > self.target_frames * self.frame_units):
-            # The stream starts again after a silence: play it after the target delay.
-            start = key - self.target_frames * self.frame_units
-            if start > playout:
-                self._playout = start
-                self._anchor = key
-                self._last = None
+        frames = self._frames
+        units = self.frame_units
+        if not frames:
+            target = self.target_frames * units
+            if marker or offset > target:
+                # The stream starts again after a silence: play it after the target delay.
+                start = key - target
+                if start > playout:
+                    self._playout = start
+                    self._anchor = key
+                    self._last = None
         if offset < 0:
             self.late += 1
             return False
-        if len(payload) == self.frame_units and offset % self.frame_units == 0:
-            if key in self._frames:
+        if len(payload) == units and offset % units == 0:
+            if key in frames:
                 self.duplicates += 1
                 return False
-            self._frames[key] = payload
+            frames[key] = payload
             return True
         return self._put_pieces(key, payload)
 
@@ -574,51 +579,63 @@ class RtpSession:
     def receive(
         self, data: bytes, source: tuple[str, int], now: float
     ) -> tuple[DigitReceived, ...]:
-        """Take one datagram; returns the digits it completed (almost always none)."""
+        """Take one datagram; returns the digits it completed (almost always none).
+
+        The common packet (version 2, no padding, extension or CSRC, our audio payload type,
+        from the learnt source) takes the shortest way: this runs ~10,000 times a second
+        at 100 calls, so every attribute access counts.
+        """
         if len(data) < HEADER_SIZE:
             self.invalid += 1
             return _NO_EVENTS
         first, second, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
-        if first & 0xC0 != 0x80:
+        if first != 0x80 and first & 0xC0 != 0x80:
             self.invalid += 1
             return _NO_EVENTS
         payload_type = second & 0x7F
+        audio = payload_type == self.payload_type
         if (
-            payload_type != self.payload_type
+            not audio
             and payload_type != self.telephone_event_pt
             and payload_type != COMFORT_NOISE_PT
         ):
             self.unknown_payload += 1
             return _NO_EVENTS
         learned = self.learned_remote
-        if learned is None:
-            if self.symmetric:
+        if source != learned:
+            if learned is None:
+                if self.symmetric:
+                    self.learned_remote = source
+            else:
+                last = self.last_received_at
+                if last is not None and now - last < self.relearn_after:
+                    self.foreign_source += 1
+                    return _NO_EVENTS
                 self.learned_remote = source
-        elif source != learned:
-            last = self.last_received_at
-            if last is not None and now - last < self.relearn_after:
-                self.foreign_source += 1
-                return _NO_EVENTS
-            self.learned_remote = source
-        if first & 0x3F:  # padding, extension or CSRCs: take the careful path
+        if first == 0x80:
+            payload = data[HEADER_SIZE:]
+        else:  # padding, extension or CSRCs: take the careful path
             try:
                 payload = parse_rtp(data).payload
             except RtpError:
                 self.invalid += 1
                 return _NO_EVENTS
-        else:
-            payload = data[HEADER_SIZE:]
         self.last_received_at = now
         self.timed_out = False
         self.packets_received += 1
         self.bytes_received += len(payload)
         if ssrc != self.remote_ssrc:
             self._new_source(ssrc, sequence)
-        self._count_sequence(sequence)
-        if payload_type == self.payload_type:
-            arrival = now * self._clock_rate
+        # RFC 3550 A.1 sequence counting, in line for the in-order packet.
+        maximum = self._max_sequence
+        if sequence == maximum + 1:
+            self._max_sequence = sequence
+            self._received_since_base += 1
+        else:
+            self._count_sequence(sequence)
+        if audio:
+            transit = now * self._clock_rate - timestamp
             last_transit = self._last_transit
-            transit = arrival - timestamp
             self._last_transit = transit
             if last_transit is not None:
                 difference = transit - last_transit
@@ -626,9 +643,10 @@ class RtpSession:
                     difference -= TIMESTAMP_MODULUS
                 elif difference < -_HALF_TIMESTAMP:
                     difference += TIMESTAMP_MODULUS
-                self.jitter += (abs(difference) - self.jitter) / 16.0
-                self.jitter_buffer.jitter = self.jitter
-            self.jitter_buffer.put(timestamp, payload, bool(second & 0x80))
+                jitter = self.jitter
+                jitter += ((difference if difference >= 0 else -difference) - jitter) / 16.0
+                self.jitter = self.jitter_buffer.jitter = jitter
+            self.jitter_buffer.put(timestamp, payload, second > 0x7F)
             return _NO_EVENTS
         if payload_type == COMFORT_NOISE_PT:
             return _NO_EVENTS

@@ -388,7 +388,8 @@ class RtpEndpoint:
         self.on_timeout = on_timeout
         self.timers_every_ticks = max(1, timers_every_ticks)
         self.drain_interval = drain_interval
-        self._legs: list[RtpLeg] = []
+        self._legs: dict[RtpLeg, None] = {}  # ordered set: O(1) removal at 1000 legs
+        self._dirty = False  # legs or slots changed: rebuild the tick's lists before the next tick
         self._tick_legs: list[RtpLeg] = []  # a snapshot of _legs aligned with the lists below
         self._sessions: list[RtpSession] = []
         self._rows: list[int] = []
@@ -464,7 +465,7 @@ class RtpEndpoint:
             self.ports.release(port)
             raise
         self._by_fd[sock.fileno()] = leg
-        self._legs.append(leg)
+        self._legs[leg] = None
         self._topology_changed()
         log.debug("event=rtp_leg_open port=%d slot=%d codec=%s", port, slot, codec_name)
         return leg
@@ -506,12 +507,20 @@ class RtpEndpoint:
 
     def _forget(self, leg: RtpLeg) -> None:
         if leg in self._legs:
-            self._legs.remove(leg)
+            del self._legs[leg]
             self._topology_changed()
 
     def _topology_changed(self) -> None:
-        legs = self._legs
-        self._tick_legs = list(legs)
+        """Legs opened, closed or moved: the lists the tick walks are rebuilt once, lazily.
+
+        At 100 calls/s with 500 calls up, legs open and close 400 times a second; rebuilding
+        on each change made that O(legs) work per change (a fifth of a core)."""
+        self._dirty = True
+
+    def _rebuild(self) -> None:
+        self._dirty = False
+        legs = list(self._legs)
+        self._tick_legs = legs
         self._sessions = [leg.session for leg in legs]
         self._rows = [leg.slot for leg in legs]
         self._sends = [leg.sock.sendto for leg in legs]
@@ -602,10 +611,14 @@ class RtpEndpoint:
 
     def read_into(self, inputs: np.ndarray) -> None:
         self.drain()
+        if self._dirty:
+            self._rebuild()
         if self._sessions:
             decode_tick(self._sessions, self._rows, inputs)
 
     def write_from(self, outputs: np.ndarray) -> None:
+        if self._dirty:
+            self._rebuild()
         sessions = self._sessions
         if not sessions:
             return
@@ -637,7 +650,7 @@ class RtpEndpoint:
     def _run_timers(self) -> None:
         """Digits whose end was lost, and inactivity of active legs that are not held."""
         now = _monotonic()
-        for leg in self._legs:
+        for leg in self._tick_legs:
             session = leg.session
             if leg.active and not leg.held:
                 reports: tuple[DigitReceived | MediaTimeout, ...] = session.poll(now)
