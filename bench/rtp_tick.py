@@ -58,6 +58,7 @@ async def measure(legs: int, rounds: int, profile: bool) -> dict[str, float]:
     for a, b in zip(rtp_legs[::2], rtp_legs[1::2], strict=True):
         mixer.connect(a.slot, b.slot)
     endpoint._unwatch()  # this bench drains by hand: the loop must not read for us
+    endpoint._rebuild()  # the tick's lists (the mixer's tick would do it)
     targets = [(HOST, leg.local_port) for leg in rtp_legs]
     t = np.arange(160 * 50) / 8000.0
     payloads = [
@@ -95,7 +96,7 @@ async def measure(legs: int, rounds: int, profile: bool) -> dict[str, float]:
         sessions = endpoint._sessions
         for index, length in enumerate(lengths):
             if length:
-                endpoint._sends[index](views[index], sessions[index].learned_remote)
+                endpoint._socks[index].sendto(views[index], sessions[index].learned_remote)
         t6 = clock()
         for phone in phones:
             with contextlib.suppress(BlockingIOError):

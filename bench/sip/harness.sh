@@ -18,6 +18,12 @@ NAME=${1:?name of the run (folder under bench/out)}
 shift
 OUT=$ROOT/bench/out/$NAME
 mkdir -p "$OUT"
+# Other SIPp runs on this machine (test suites) take SIPp's default media port 6000 when
+# they do not pass -mp: wait (bounded) until the harness's ports are free.
+for _ in $(seq 300); do
+    if ! ss -lun | grep -qE '127.0.0.1:(5060|5070|5080|600[0-3]|610[0-3]) |0.0.0.0:(600[0-3]|610[0-3]) '; then break; fi
+    sleep 1
+done
 DATA=$(mktemp -d)
 "$ROOT/.venv/bin/minipbx" run --config "$ROOT/bench/sip/b2b.toml" --data-dir "$DATA" \
     --log-level "${LOG_LEVEL:-warning}" >"$OUT/pbx.log" 2>&1 &
