@@ -15,12 +15,15 @@ import shutil
 import socket
 import sys
 import wave
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from conftest import office_config
+from conftest import Pbx, office_config, start_pbx
+from sipp_tools import free_port, sip_section
+
+from firmware.calls.cdr import Direction, Disposition, HangupSide
 
 PJSUA_SCRIPT = Path(__file__).with_name("pjsua_phone.py")
 BARESIP = shutil.which("baresip")
@@ -43,26 +46,36 @@ PHONE_PASSWORD = "phone-205-pass"
 Event = dict[str, Any]
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def phone_office(extra: str, rtp_ports: tuple[int, int]) -> str:
     """The office with SIP on, 205 a SIP-only extension (no desk phone) with a password.
 
     Calls ring for 8 s, not the fast timers' 2 s: a phone process on a loaded machine must
     not lose a call the test is about to answer.
     """
-    text = office_config(
-        f'[sip]\nlisten = "127.0.0.1:0"\nrtp_ports = [{rtp_ports[0]}, {rtp_ports[1]}]\n{extra}'
-    )
+    text = office_config(sip_section(rtp_ports) + extra)
     assert "ring_timeout_s = 2.0\n" in text
     text = text.replace("ring_timeout_s = 2.0\n", "ring_timeout_s = 8.0\n")
     desk = 'number = "205"\nname = "Warehouse"\nport = 5\n'
     assert desk in text
     return text.replace(desk, f'number = "205"\nname = "Warehouse"\nsip_password = "{PHONE_PASSWORD}"\n')
+
+
+@contextlib.asynccontextmanager
+async def running_office(extra: str, rtp_ports: tuple[int, int], data_dir: Path) -> AsyncIterator[Pbx]:
+    """The office of `phone_office` running, stopped on the way out (after the phone)."""
+    pbx = await start_pbx(phone_office(extra, rtp_ports), data_dir)
+    try:
+        yield pbx
+    finally:
+        await pbx.app.stop()
+
+
+async def assert_answered_internal_call(pbx: Pbx, caller: str, dialled: str, hangup_side: HangupSide) -> None:
+    """The last call record: `caller` called `dialled`, which answered; `hangup_side` ended it."""
+    record = await pbx.last_record()
+    assert (record.caller_number, record.dialled, record.answered_extension) == (caller, dialled, dialled)
+    assert (record.direction, record.disposition) == (Direction.INTERNAL, Disposition.ANSWERED)
+    assert record.hangup_side == hangup_side
 
 
 # ----- tone checks ---------------------------------------------------------------------------
@@ -391,3 +404,21 @@ module_app menu.so
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+
+
+# ----- either phone ----------------------------------------------------------------------------
+
+PhoneT = TypeVar("PhoneT", PjsuaPhone, BaresipPhone)
+
+
+@contextlib.asynccontextmanager
+async def closing_phone(phone: PhoneT) -> AsyncIterator[PhoneT]:
+    """The phone, closed on the way out (before the office stops); if getting it ready fails,
+    its log's tail is printed first, as the test's captured output."""
+    try:
+        yield phone
+    except BaseException:
+        print(phone.log_tail())
+        raise
+    finally:
+        await phone.close()

@@ -11,10 +11,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import Pbx, start_pbx
-from phone_peers import PHONE_PASSWORD, BaresipPhone, baresip_missing, phone_office, wav_tone_ms
+from conftest import Pbx
+from phone_peers import (
+    PHONE_PASSWORD,
+    BaresipPhone,
+    assert_answered_internal_call,
+    baresip_missing,
+    closing_phone,
+    running_office,
+    wav_tone_ms,
+)
+from sipp_tools import target
 
-from firmware.calls.cdr import Direction, Disposition, HangupSide
+from firmware.calls.cdr import HangupSide
 from firmware.calls.lifecycle import LegState
 from firmware.selftest import test_tone as make_tone
 
@@ -26,36 +35,23 @@ BARESIP_RTP_PORTS = (31600, 31698)
 MD5_ONLY = "digest_algorithms = [\"MD5\"]\n"
 
 
-def target(pbx: Pbx) -> str:
-    host, port = pbx.app.sip.stack.local_address
-    return f"{host}:{port}"
-
-
 @pytest.fixture
 async def office(data_dir: Path) -> AsyncIterator[Pbx]:
     # libre (baresip 1.0) gives up on a SHA-256 challenge ("Function not implemented")
     # even when an MD5 one follows it: offer MD5 only, as to SIPp.
-    pbx = await start_pbx(phone_office(MD5_ONLY, RTP_PORTS), data_dir)
-    try:
+    async with running_office(MD5_ONLY, RTP_PORTS, data_dir) as pbx:
         yield pbx
-    finally:
-        await pbx.app.stop()
 
 
 @pytest.fixture
 async def phone(office: Pbx, tmp_path: Path) -> AsyncIterator[BaresipPhone]:
     """baresip registered as 205 (digest, answermode=auto); it quits before the office stops."""
     phone = await BaresipPhone.start(target(office), "205", PHONE_PASSWORD, tmp_path / "baresip", BARESIP_RTP_PORTS)
-    try:
+    async with closing_phone(phone):
         # It registers while loading its accounts, before ctrl_tcp has a client to tell.
         registrar = office.app.sip.registrar
         await office.sim.wait_until(lambda: bool(registrar.contacts("205")), 5.0, "baresip registered")
         yield phone
-    except BaseException:
-        print(phone.log_tail())
-        raise
-    finally:
-        await phone.close()
 
 
 async def test_baresip_registers_and_calls_a_desk_phone_then_hangs_up(office: Pbx, phone: BaresipPhone) -> None:
@@ -79,10 +75,7 @@ async def test_baresip_registers_and_calls_a_desk_phone_then_hangs_up(office: Pb
     await phone.expect("CALL_CLOSED")
     assert await office.hears_cadence(sales, "busy", since=mark), "baresip hung up: the desk phone hears busy"
     sales.on_hook()
-    record = await office.last_record()
-    assert (record.caller_number, record.dialled, record.answered_extension) == ("205", "202", "202")
-    assert (record.direction, record.disposition) == (Direction.INTERNAL, Disposition.ANSWERED)
-    assert record.hangup_side == HangupSide.CALLER
+    await assert_answered_internal_call(office, "205", "202", HangupSide.CALLER)
     heard = wav_tone_ms(await phone.received_audio(), 1400.0)
     assert heard >= 400, f"desk phone -> baresip: only {heard} ms of 1400 Hz received"
     assert office.app.sip.legs == {}
@@ -102,10 +95,7 @@ async def test_a_desk_phone_calls_baresip_which_answers_by_itself(office: Pbx, p
     await asyncio.sleep(1.0)
     sales.on_hook()
     await phone.expect("CALL_CLOSED")
-    record = await office.last_record()
-    assert (record.caller_number, record.dialled, record.answered_extension) == ("202", "205", "205")
-    assert (record.direction, record.disposition) == (Direction.INTERNAL, Disposition.ANSWERED)
-    assert record.hangup_side == HangupSide.CALLER
+    await assert_answered_internal_call(office, "202", "205", HangupSide.CALLER)
     heard = wav_tone_ms(await phone.received_audio(), 1400.0)
     assert heard >= 400, f"desk phone -> baresip: only {heard} ms of 1400 Hz received"
     assert office.app.sip.legs == {}

@@ -11,10 +11,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import Pbx, start_pbx
-from phone_peers import HAVE_PJSUA2, PHONE_PASSWORD, PjsuaPhone, phone_office, wav_tone_ms
+from conftest import Pbx
+from phone_peers import (
+    HAVE_PJSUA2,
+    PHONE_PASSWORD,
+    PjsuaPhone,
+    assert_answered_internal_call,
+    closing_phone,
+    running_office,
+    wav_tone_ms,
+)
+from sipp_tools import target
 
-from firmware.calls.cdr import Direction, Disposition, HangupSide
+from firmware.calls.cdr import Disposition, HangupSide
 from firmware.calls.lifecycle import LegState
 from firmware.selftest import test_tone as make_tone
 
@@ -26,32 +35,19 @@ RTP_PORTS = (31000, 31100)
 PJSUA_RTP_PORT = 31400  # pjsua2 tries the next ports of 100 when one is taken
 
 
-def target(pbx: Pbx) -> str:
-    host, port = pbx.app.sip.stack.local_address
-    return f"{host}:{port}"
-
-
 @pytest.fixture
 async def office(data_dir: Path) -> AsyncIterator[Pbx]:
-    pbx = await start_pbx(phone_office("", RTP_PORTS), data_dir)
-    try:
+    async with running_office("", RTP_PORTS, data_dir) as pbx:
         yield pbx
-    finally:
-        await pbx.app.stop()
 
 
 @pytest.fixture
 async def phone(office: Pbx, tmp_path: Path) -> AsyncIterator[PjsuaPhone]:
     """pjsua2 registered as 205 (digest); closed (BYE, un-REGISTER) before the office stops."""
     phone = await PjsuaPhone.start(target(office), "205", PHONE_PASSWORD, tmp_path, PJSUA_RTP_PORT)
-    try:
+    async with closing_phone(phone):
         await phone.expect("reg_state", timeout=5.0, code=200, active=True)
         yield phone
-    except BaseException:
-        print(phone.log_tail())
-        raise
-    finally:
-        await phone.close()
 
 
 async def speech_both_ways(pbx: Pbx, phone: PjsuaPhone, extension: str, wav: Path) -> None:
@@ -89,10 +85,7 @@ async def test_pjsua2_registers_and_calls_a_desk_phone(office: Pbx, phone: Pjsua
     await speech_both_ways(office, phone, "202", tmp_path / "heard.wav")
     sales.on_hook()
     await phone.call_state("DISCONNECTED")
-    record = await office.last_record()
-    assert (record.caller_number, record.dialled, record.answered_extension) == ("205", "202", "202")
-    assert (record.direction, record.disposition) == (Direction.INTERNAL, Disposition.ANSWERED)
-    assert record.hangup_side == HangupSide.CALLEE
+    await assert_answered_internal_call(office, "205", "202", HangupSide.CALLEE)
     assert office.app.sip.legs == {}
 
 
@@ -115,10 +108,7 @@ async def test_a_desk_phone_calls_pjsua2_which_answers_and_hangs_up(office: Pbx,
     await phone.call_state("DISCONNECTED")
     assert await office.hears_cadence(sales, "busy", since=mark), "pjsua2 hung up: the desk phone hears busy"
     sales.on_hook()
-    record = await office.last_record()
-    assert (record.caller_number, record.dialled, record.answered_extension) == ("202", "205", "205")
-    assert (record.direction, record.disposition) == (Direction.INTERNAL, Disposition.ANSWERED)
-    assert record.hangup_side == HangupSide.CALLEE
+    await assert_answered_internal_call(office, "202", "205", HangupSide.CALLEE)
     assert office.app.sip.legs == {}
 
 

@@ -3,55 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 from pathlib import Path
 
-import pytest
 from conftest import office_config, start_pbx
+from sipp_tools import (
+    SCENARIOS,
+    finish,
+    free_port,
+    needs_sipp,
+    sip_with_provider,
+    start_sipp,
+    stop_sipp,
+)
 
 from firmware.calls.cdr import Direction
 from firmware.calls.lifecycle import LegState
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-SIPP = shutil.which("sipp")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+pytestmark = needs_sipp
 
 
 def route_config(provider_port: int) -> str:
-    return office_config(
-        f"""
-[sip]
-listen = "127.0.0.1:0"
-rtp_ports = [31000, 31200]
-
-[[sip.peers]]
-name = "provider"
-host = "127.0.0.1"
-port = {provider_port}
-
-[[outbound_routes]]
-name = "mobiles"
-patterns = ["9[1236]xxxxxxx"]
-via = ["provider", "city"]
-"""
-    )
+    routes = '\n[[outbound_routes]]\nname = "mobiles"\npatterns = ["9[1236]xxxxxxx"]\nvia = ["provider", "city"]\n'
+    return office_config(sip_with_provider(provider_port, (31000, 31200), routes))
 
 
 async def test_a_refusing_provider_fails_over_to_a_city_line(data_dir: Path) -> None:
-    port = free_udp_port()
-    assert SIPP is not None
-    refusing = await asyncio.create_subprocess_exec(
-        SIPP, "-i", "127.0.0.1", "-sf", str(SCENARIOS / "uas_refuse.xml"), "-p", str(port), "-m", "1",
-        "-nostdin", "-timeout", "20s", "-timeout_error",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    port = free_port()
+    refusing = await start_sipp("-sf", str(SCENARIOS / "uas_refuse.xml"), "-p", str(port), "-m", "1")
     pbx = await start_pbx(route_config(port), data_dir)
     try:
         await asyncio.sleep(0.3)
@@ -60,22 +39,20 @@ async def test_a_refusing_provider_fails_over_to_a_city_line(data_dir: Path) -> 
         await pbx.wait_state("202", LegState.DIALLING)
         await sales.dial("9912345678")
         await pbx.sim.wait_until(lambda: city.calls_dialled == ["912345678"], 8.0, "dialled on city1")
-        output, _ = await asyncio.wait_for(refusing.communicate(), 10.0)
-        assert refusing.returncode == 0, output.decode(errors="replace")[-2000:]
+        code, output = await finish(refusing, 10.0)
+        assert code == 0, output
         sales.on_hook()
         record = await pbx.last_record()
         assert record.direction == Direction.OUTGOING
         assert (record.line, record.line_group, record.destination_kind) == ("city1", "city", "mobile")
     finally:
         await pbx.app.stop()
-        if refusing.returncode is None:
-            refusing.kill()
-            await refusing.wait()
+        await stop_sipp(refusing)
 
 
 async def test_a_full_provider_is_skipped_without_waiting(data_dir: Path) -> None:
     """max_channels reached: the route goes straight to the next trunk."""
-    port = free_udp_port()
+    port = free_port()
     text = route_config(port).replace(f"port = {port}\n", f"port = {port}\nmax_channels = 1\n", 1)
     pbx = await start_pbx(text, data_dir)
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a provider that never answers

@@ -3,66 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 from pathlib import Path
 
 import pytest
 from conftest import Pbx, office_config, start_pbx
+from sipp_tools import (
+    SCENARIOS,
+    echoed,
+    finish,
+    free_port,
+    needs_sipp,
+    sip_peer,
+    sip_section,
+    sip_with_provider,
+    start_sipp,
+    stop_sipp,
+    target,
+    uas_port_fixture,  # noqa: F401  (pytest finds the uas_port fixture here)
+    with_voip_group,
+)
 
 from firmware.calls.cdr import Direction, Disposition
 from firmware.calls.lifecycle import LegState
-from firmware.selftest import test_tone as make_tone
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-SIPP = shutil.which("sipp")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed")
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-async def start_sipp(*args: str) -> asyncio.subprocess.Process:
-    assert SIPP is not None
-    return await asyncio.create_subprocess_exec(
-        SIPP, "-i", "127.0.0.1", *args, "-nostdin", "-timeout", "20s", "-timeout_error",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = 25.0) -> tuple[int, str]:
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-    return process.returncode or 0, output.decode(errors="replace")[-3000:]
-
-
-@pytest.fixture
-def uas_port() -> int:
-    return free_port()
+pytestmark = needs_sipp
 
 
 @pytest.fixture
 def pbx_config(uas_port: int) -> str:
-    return office_config(
-        f"""
-[sip]
-listen = "127.0.0.1:0"
-rtp_ports = [30000, 30200]
-
-[[sip.peers]]
-name = "provider"
-host = "127.0.0.1"
-port = {uas_port}
-allow_tandem = true
-incoming = {{ "201" = "201", "2100" = "201,202", "b2b" = "peer:provider" }}
-"""
-    )
+    peer = 'allow_tandem = true\nincoming = { "201" = "201", "2100" = "201,202", "b2b" = "peer:provider" }\n'
+    return office_config(sip_with_provider(uas_port, (30000, 30200), peer))
 
 
 @pytest.fixture
@@ -72,11 +43,6 @@ async def sip_pbx(pbx_config: str, data_dir: Path) -> Pbx:
         yield pbx
     finally:
         await pbx.app.stop()
-
-
-def target(pbx: Pbx) -> str:
-    host, port = pbx.app.sip.stack.local_address
-    return f"{host}:{port}"
 
 
 async def test_provider_call_rings_the_extension_and_speech_passes_both_ways(sip_pbx: Pbx) -> None:
@@ -90,9 +56,7 @@ async def test_provider_call_rings_the_extension_and_speech_passes_both_ways(sip
     await sip_pbx.wait_state("201", LegState.CONNECTED)
     # SIPp echoes our RTP: a tone said on the handset comes back through the SIP leg only if
     # audio passes appliance -> SIPp and SIPp -> appliance.
-    mark = reception.mark()
-    reception.say(make_tone(1004, 600))
-    assert await sip_pbx.hears(reception, (1004.0,), since=mark, timeout=2.0), "no audio back from SIPp"
+    assert await echoed(sip_pbx, reception), "no audio back from SIPp"
     code, output = await finish(uac)
     assert code == 0, output
     assert await sip_pbx.hears(reception, "busy"), "the provider hung up: the extension hears busy"
@@ -143,13 +107,6 @@ async def test_call_between_two_sipp_peers_is_bridged_through_the_appliance(sip_
     assert sip_pbx.app.sip.legs == {}
 
 
-def with_voip_group(text: str, peers: list[str]) -> str:
-    """The office config plus line group "voip" (access code 8) over `peers`, for staff too."""
-    group = '[[line_groups]]\nname = "city"\naccess_code = "9"\n'
-    voip = f'\n[[line_groups]]\nname = "voip"\naccess_code = "8"\nsip_peers = {peers!r}\n'.replace("'", '"')
-    return text.replace(group, group + voip).replace('line_groups = ["city"]', 'line_groups = ["city", "voip"]')
-
-
 @pytest.fixture
 def trunk_ports() -> tuple[int, int]:
     return free_port(), free_port()
@@ -158,23 +115,7 @@ def trunk_ports() -> tuple[int, int]:
 @pytest.fixture
 def trunk_config(trunk_ports: tuple[int, int]) -> str:
     down, up = trunk_ports
-    text = office_config(
-        f"""
-[sip]
-listen = "127.0.0.1:0"
-rtp_ports = [30200, 30400]
-
-[[sip.peers]]
-name = "provider_a"
-host = "127.0.0.1"
-port = {down}
-
-[[sip.peers]]
-name = "provider_b"
-host = "127.0.0.2"
-port = {up}
-"""
-    )
+    text = office_config(sip_section((30200, 30400)) + sip_peer("provider_a", down) + sip_peer("provider_b", up, "127.0.0.2"))
     return with_voip_group(text, ["provider_a", "provider_b"])
 
 
@@ -192,9 +133,7 @@ async def test_extension_calls_out_over_a_sip_trunk_with_failover(trunk_config: 
         await pbx.wait_state("202", LegState.DIALLING)
         await sales.dial("8212345678")
         await pbx.wait_state("202", LegState.CONNECTED, timeout=5.0)
-        mark = sales.mark()
-        sales.say(make_tone(1004, 600))
-        assert await pbx.hears(sales, (1004.0,), since=mark, timeout=2.0), "no audio back through the trunk"
+        assert await echoed(pbx, sales), "no audio back through the trunk"
         sales.on_hook()
         record = await pbx.last_record()
         assert record.direction == Direction.OUTGOING
@@ -206,14 +145,12 @@ async def test_extension_calls_out_over_a_sip_trunk_with_failover(trunk_config: 
         assert code_b == 0, output_b
     finally:
         await pbx.app.stop()
-        for process in (refusing, answering):
-            if process.returncode is None:
-                process.kill()
+        await stop_sipp(refusing, answering)
 
 
 @pytest.fixture
 def phone_config() -> str:
-    text = office_config('[sip]\nlisten = "127.0.0.1:0"\nrtp_ports = [30400, 30600]\ndigest_algorithms = ["MD5"]\n')
+    text = office_config(sip_section((30400, 30600)) + 'digest_algorithms = ["MD5"]\n')
     return text.replace('number = "201"\nname = "Reception"\n', 'number = "201"\nname = "Reception"\nsip_password = "s3cret-pass"\n')
 
 
@@ -237,9 +174,7 @@ async def test_a_registered_sip_phone_rings_with_the_desk_phone_and_answers(phon
         await sales.dial("201")
         await pbx.wait_state("202", LegState.CONNECTED, timeout=5.0)  # SIPp's uas answers at once
         await desk.wait_not_ringing(3.0)
-        mark = sales.mark()
-        sales.say(make_tone(1004, 600))
-        assert await pbx.hears(sales, (1004.0,), since=mark, timeout=2.0), "no audio back from the SIP phone"
+        assert await echoed(pbx, sales), "no audio back from the SIP phone"
         sales.on_hook()
         code, output = await finish(phone)
         assert code == 0, output  # it got our BYE
@@ -267,9 +202,7 @@ async def test_a_sip_phone_calls_an_analogue_extension_after_digest_authenticati
         assert (ringing.caller_number, ringing.caller_name) == ("201", "Reception")
         sales.off_hook()
         await pbx.wait_state("202", LegState.CONNECTED)
-        mark = sales.mark()
-        sales.say(make_tone(1004, 600))
-        assert await pbx.hears(sales, (1004.0,), since=mark, timeout=2.0), "no audio through the SIP phone"
+        assert await echoed(pbx, sales), "no audio through the SIP phone"
         code, output = await finish(phone)
         assert code == 0, output
         assert await pbx.hears(sales, "busy")
@@ -300,21 +233,8 @@ async def test_trunk_rules_rewrite_the_number_and_present_the_company_number(dat
     provider = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     provider.bind(("127.0.0.1", 0))
     provider.setblocking(False)
-    text = office_config(
-        f"""
-[sip]
-listen = "127.0.0.1:0"
-rtp_ports = [30600, 30800]
-
-[[sip.peers]]
-name = "provider"
-host = "127.0.0.1"
-port = {provider.getsockname()[1]}
-outbound_strip = 0
-outbound_prepend = "+351"
-caller_id = "+351210000000"
-"""
-    )
+    rules = 'outbound_strip = 0\noutbound_prepend = "+351"\ncaller_id = "+351210000000"\n'
+    text = office_config(sip_with_provider(provider.getsockname()[1], (30600, 30800), rules))
     pbx = await start_pbx(with_voip_group(text, ["provider"]), data_dir)
     try:
         sales = pbx.phone("202")

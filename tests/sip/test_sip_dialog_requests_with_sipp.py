@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from sipp_tools import (
+    SCENARIOS,
+    finish,
+    free_port,
+    host_port,
+    needs_sipp,
+    start_sipp,
+    uas_port_fixture,  # noqa: F401  (pytest finds the uas_port fixture here)
+    wait_until,
+)
 
 from firmware.app import build_sounds
 from firmware.calls.channel import Channel, ChannelEvent, EventKind
@@ -25,41 +33,7 @@ from firmware.media.tones import get_tone_plan
 from firmware.sip.calls import SipCallLeg
 from firmware.sip.service import SipService
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-SIPP = shutil.which("sipp")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed")
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-async def start_sipp(*args: str) -> asyncio.subprocess.Process:
-    assert SIPP is not None
-    return await asyncio.create_subprocess_exec(
-        SIPP, "-i", "127.0.0.1", *args, "-nostdin", "-timeout", "20s", "-timeout_error",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = 25.0) -> tuple[int, str]:
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-    return process.returncode or 0, output.decode(errors="replace")[-3000:]
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+pytestmark = needs_sipp
 
 
 class Answerer:
@@ -114,19 +88,13 @@ class Bare:
 
     @property
     def target(self) -> str:
-        host, port = self.service.stack.local_address
-        return f"{host}:{port}"
+        return host_port(self.service.stack.local_address)
 
 
 @pytest.fixture
-def provider_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-async def bare(provider_port: int) -> AsyncIterator[Bare]:
+async def bare(uas_port: int) -> AsyncIterator[Bare]:
     peer = SipPeerConfig(
-        name="provider", host="127.0.0.1", port=provider_port, incoming={"201": "201"},
+        name="provider", host="127.0.0.1", port=uas_port, incoming={"201": "201"},
         username="trunkuser", password="trunkpass", domain="voip.example.com", dtmf_mode="info",
     )  # fmt: skip
     config = SipConfig(listen="127.0.0.1:0", rtp_ports=(31400, 31600), peers=(peer,))
@@ -181,9 +149,9 @@ async def dial_out(bare: Bare, number: str) -> SipCallLeg:
     return leg
 
 
-async def test_digest_challenge_answered_and_info_digits_sent(bare: Bare, provider_port: int, tmp_path: Path) -> None:
+async def test_digest_challenge_answered_and_info_digits_sent(bare: Bare, uas_port: int, tmp_path: Path) -> None:
     trace = tmp_path / "messages.log"
-    uas = await start_sipp("-sf", str(SCENARIOS / "uas_auth.xml"), "-p", str(provider_port), "-m", "1",
+    uas = await start_sipp("-sf", str(SCENARIOS / "uas_auth.xml"), "-p", str(uas_port), "-m", "1",
                            "-mp", str(free_port()), "-trace_msg", "-message_file", str(trace))  # fmt: skip
     await asyncio.sleep(0.3)
     leg = await dial_out(bare, "212345678")
@@ -201,9 +169,9 @@ async def test_digest_challenge_answered_and_info_digits_sent(bare: Bare, provid
     assert invites[0][0] == invites[1][0], "the authorised INVITE keeps the Call-ID"
 
 
-async def test_a_refused_password_is_tried_once(bare: Bare, provider_port: int, tmp_path: Path) -> None:
+async def test_a_refused_password_is_tried_once(bare: Bare, uas_port: int, tmp_path: Path) -> None:
     trace = tmp_path / "messages.log"
-    uas = await start_sipp("-sf", str(SCENARIOS / "uas_auth_wrong.xml"), "-p", str(provider_port), "-m", "1",
+    uas = await start_sipp("-sf", str(SCENARIOS / "uas_auth_wrong.xml"), "-p", str(uas_port), "-m", "1",
                            "-trace_msg", "-message_file", str(trace))  # fmt: skip
     await asyncio.sleep(0.3)
     leg = await dial_out(bare, "212345678")

@@ -5,53 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import Pbx, office_config, start_pbx
+from sipp_tools import (
+    SCENARIOS,
+    echoed,
+    finish,
+    free_port,
+    needs_sipp,
+    sip_with_provider,
+    start_sipp,
+    target,
+    uas_port_fixture,  # noqa: F401  (pytest finds the uas_port fixture here)
+    wait_until,
+)
 
 from firmware.calls.channel import Channel, ChannelEvent, EventKind
 from firmware.calls.lifecycle import LegState
-from firmware.selftest import test_tone as make_tone
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-SIPP = shutil.which("sipp")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed")
+pytestmark = needs_sipp
 
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-async def start_sipp(*args: str) -> asyncio.subprocess.Process:
-    assert SIPP is not None
-    return await asyncio.create_subprocess_exec(
-        SIPP, "-i", "127.0.0.1", *args, "-nostdin", "-timeout", "30s", "-timeout_error",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = 35.0) -> tuple[int, str]:
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-    return process.returncode or 0, output.decode(errors="replace")[-3000:]
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+SIPP_TIMEOUT_S = 30  # SIPp's own bound here (the hold scenario pauses ~8 s); finish() waits 5 s more
 
 
 def record_events(pbx: Pbx) -> list[tuple[Channel, ChannelEvent]]:
@@ -100,25 +76,8 @@ def origin_version(message: str) -> int:
 
 
 @pytest.fixture
-def provider_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-async def sip_pbx(provider_port: int, data_dir: Path) -> Pbx:
-    config = office_config(
-        f"""
-[sip]
-listen = "127.0.0.1:0"
-rtp_ports = [31000, 31200]
-
-[[sip.peers]]
-name = "provider"
-host = "127.0.0.1"
-port = {provider_port}
-incoming = {{ "201" = "201" }}
-"""
-    )
+async def sip_pbx(uas_port: int, data_dir: Path) -> Pbx:
+    config = office_config(sip_with_provider(uas_port, (31000, 31200), 'incoming = { "201" = "201" }\n'))
     pbx = await start_pbx(config, data_dir)
     try:
         yield pbx
@@ -126,16 +85,12 @@ incoming = {{ "201" = "201" }}
         await pbx.app.stop()
 
 
-def target(pbx: Pbx) -> str:
-    host, port = pbx.app.sip.stack.local_address
-    return f"{host}:{port}"
-
-
 async def answered_call(pbx: Pbx, scenario: str, *extra: str) -> tuple[asyncio.subprocess.Process, Channel]:
     """SIPp (as the provider) calls 201 with `scenario`; 201 answers. The call's SIP leg."""
     reception = pbx.phone("201")
     uac = await start_sipp(target(pbx), "-sf", str(SCENARIOS / scenario), "-s", "201", "-m", "1",
-                           "-p", str(free_port()), "-mp", str(free_port()), "-rtp_echo", *extra)  # fmt: skip
+                           "-p", str(free_port()), "-mp", str(free_port()), "-rtp_echo", *extra,
+                           timeout_s=SIPP_TIMEOUT_S)  # fmt: skip
     await reception.wait_ringing(5.0)
     reception.off_hook()
     await pbx.wait_state("201", LegState.CONNECTED)
@@ -160,10 +115,8 @@ async def test_hold_and_resume_by_reinvite_and_update(sip_pbx: Pbx, tmp_path: Pa
     await wait_until(lambda: kinds(events, leg).count(EventKind.HOLD) == 2, 8.0, "HOLD by c=0.0.0.0")
     await wait_until(lambda: kinds(events, leg).count(EventKind.RETRIEVE) == 2, 5.0, "second RETRIEVE")
     # Speech passes again after the resume: SIPp echoes what 201 says.
-    mark = reception.mark()
-    reception.say(make_tone(1004, 600))
-    assert await sip_pbx.hears(reception, (1004.0,), since=mark, timeout=2.0), "no audio after resume"
-    code, output = await finish(uac)
+    assert await echoed(sip_pbx, reception), "no audio after resume"
+    code, output = await finish(uac, SIPP_TIMEOUT_S + 5)
     assert code == 0, output
     reception.on_hook()
     await sip_pbx.wait_idle()

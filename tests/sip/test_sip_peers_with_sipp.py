@@ -3,60 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
+from sipp_tools import (
+    SCENARIOS,
+    finish,
+    free_port,
+    needs_sipp,
+    stack_only_fixture,  # noqa: F401  (pytest finds the stack_only fixture here)
+    start_sipp,
+    wait_until,
+)
 
 from firmware.sip.peers import DOWN, UP, PeerMonitor, PeerTarget, Resolver
 from firmware.sip.service import SipService
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-SIPP = shutil.which("sipp")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed")
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-async def start_sipp(*args: str) -> asyncio.subprocess.Process:
-    assert SIPP is not None
-    return await asyncio.create_subprocess_exec(
-        SIPP, "-i", "127.0.0.1", *args, "-nostdin", "-timeout", "20s", "-timeout_error",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = 25.0) -> tuple[int, str]:
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-    return process.returncode or 0, output.decode(errors="replace")[-3000:]
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def stack_only() -> SipService:
-    service = SipService("office")
-    await service.start("127.0.0.1", 0)
-    try:
-        yield service
-    finally:
-        await service.stop()
+pytestmark = needs_sipp
 
 
 SCENARIO_FOR_STATUS = {200: "peer_options_responder.xml", 404: "peer_options_404.xml", 503: "peer_options_503.xml"}
@@ -74,10 +36,10 @@ async def test_peer_is_up_while_sipp_answers_and_down_when_it_is_gone(stack_only
     monitor = PeerMonitor(stack_only.stack, Resolver(), lambda _ip: "127.0.0.1")
     monitor.start([PeerTarget("provider", "127.0.0.1", port, 0.3)])
     try:
-        await until(lambda: monitor.state("provider") == UP)
+        await wait_until(lambda: monitor.state("provider") == UP)
         code, output = await finish(peer)  # SIPp answered its 3 probes and left
         assert code == 0, output
-        await until(lambda: monitor.state("provider") == DOWN)
+        await wait_until(lambda: monitor.state("provider") == DOWN)
         assert not monitor.is_up("provider")
         status = monitor.status()["provider"]
         assert (status["went_up"], status["went_down"]) == (1, 1)

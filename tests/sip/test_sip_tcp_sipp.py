@@ -4,12 +4,11 @@ SIPp calling the stack, and the stack calling SIPp."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import pytest
+from sipp_tools import SCENARIOS, Process, finish, free_port, host_port, needs_sipp, start_sipp
 
 from firmware.sip.headers import Headers
 from firmware.sip.message import Request, Response, make_response, new_branch, new_tag
@@ -18,35 +17,19 @@ from firmware.sip.stack import Address, SipStack
 from firmware.sip.transaction import ServerTransaction
 from firmware.sip.uri import parse_uri
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-SIPP = shutil.which("sipp")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed")
+pytestmark = needs_sipp
 
 ANSWER_SDP = b"v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def tcp_port() -> int:
+    return free_port(socket.SOCK_STREAM)
 
 
-async def start_sipp(*args: str) -> asyncio.subprocess.Process:
-    assert SIPP is not None
-    return await asyncio.create_subprocess_exec(
-        SIPP, "-i", "127.0.0.1", "-t", "t1", *args, "-nostdin", "-timeout", "20s", "-timeout_error",
-        "-trace_err", "-error_file", "/dev/stderr",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = 25.0) -> tuple[int, str]:
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-    return process.returncode or 0, output.decode(errors="replace")[-3000:]
+def sipp_over_tcp(*args: str) -> Awaitable[Process]:
+    """SIPp with `-t t1` (TCP, one socket for every call), the messages it did not expect in
+    its output."""
+    return start_sipp(*args, transport="t1", trace_errors=True)
 
 
 class CallAnswerer:
@@ -84,10 +67,6 @@ async def answerer() -> AsyncIterator[CallAnswerer]:
         await uas.stack.stop()
 
 
-def target(address: Address) -> str:
-    return f"{address[0]}:{address[1]}"
-
-
 # ----------------------------------------------------------------------------- SIPp calls us
 
 
@@ -95,8 +74,8 @@ async def test_options_from_sipp_over_tcp_reach_the_service() -> None:
     service = SipService("test")
     await service.start("127.0.0.1", 0)
     try:
-        uac = await start_sipp(target(service.stack.local_address), "-sf", str(SCENARIOS / "options.xml"),
-                               "-s", "b2b", "-m", "10", "-r", "20", "-p", str(free_port()))  # fmt: skip
+        uac = await sipp_over_tcp(host_port(service.stack.local_address), "-sf", str(SCENARIOS / "options.xml"),
+                                  "-s", "b2b", "-m", "10", "-r", "20", "-p", str(tcp_port()))  # fmt: skip
         code, output = await finish(uac)
         assert code == 0, output
         assert service.requests_by_method.get("OPTIONS") == 10
@@ -110,8 +89,8 @@ async def test_options_from_sipp_over_tcp_reach_the_service() -> None:
 
 
 async def test_calls_from_sipp_over_tcp_are_answered_acked_and_cleared(answerer: CallAnswerer) -> None:
-    uac = await start_sipp(target(answerer.stack.local_address), "-sf", str(SCENARIOS / "tcp_uac_call.xml"),
-                           "-s", "201", "-m", "5", "-r", "10", "-p", str(free_port()), "-mp", str(free_port(socket.SOCK_DGRAM)))  # fmt: skip
+    uac = await sipp_over_tcp(host_port(answerer.stack.local_address), "-sf", str(SCENARIOS / "tcp_uac_call.xml"),
+                              "-s", "201", "-m", "5", "-r", "10", "-p", str(tcp_port()), "-mp", str(free_port()))  # fmt: skip
     code, output = await finish(uac)
     assert code == 0, output
     methods = [method for method, _ in answerer.seen]
@@ -123,15 +102,11 @@ async def test_calls_from_sipp_over_tcp_are_answered_acked_and_cleared(answerer:
 
 
 async def test_udp_and_tcp_callers_at_once(answerer: CallAnswerer) -> None:
-    address = target(answerer.stack.local_address)
-    over_tcp = await start_sipp(address, "-sf", str(SCENARIOS / "tcp_uac_call.xml"), "-s", "201", "-m", "3",
-                                "-p", str(free_port()), "-mp", str(free_port(socket.SOCK_DGRAM)))  # fmt: skip
-    assert SIPP is not None
-    over_udp = await asyncio.create_subprocess_exec(
-        SIPP, address, "-i", "127.0.0.1", "-sf", str(SCENARIOS / "options.xml"), "-s", "b2b", "-m", "3",
-        "-p", str(free_port(socket.SOCK_DGRAM)), "-nostdin", "-timeout", "20s", "-timeout_error",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
+    address = host_port(answerer.stack.local_address)
+    over_tcp = await sipp_over_tcp(address, "-sf", str(SCENARIOS / "tcp_uac_call.xml"), "-s", "201", "-m", "3",
+                                   "-p", str(tcp_port()), "-mp", str(free_port()))  # fmt: skip
+    over_udp = await start_sipp(address, "-sf", str(SCENARIOS / "options.xml"), "-s", "b2b", "-m", "3",
+                                "-p", str(free_port()))  # fmt: skip
     (tcp_code, tcp_output), (udp_code, udp_output) = await asyncio.gather(finish(over_tcp), finish(over_udp))
     assert tcp_code == 0, tcp_output
     assert udp_code == 0, udp_output
@@ -167,8 +142,8 @@ async def until_listening(attempt: Callable[[], Awaitable[Response]]) -> Respons
 
 async def test_our_options_over_tcp_are_answered_by_sipp(answerer: CallAnswerer) -> None:
     stack = answerer.stack
-    port = free_port()
-    uas = await start_sipp("-sf", str(SCENARIOS / "tcp_uas_options.xml"), "-p", str(port), "-m", "1")
+    port = tcp_port()
+    uas = await sipp_over_tcp("-sf", str(SCENARIOS / "tcp_uas_options.xml"), "-p", str(port), "-m", "1")
     destination = ("127.0.0.1", port)
     final = await until_listening(
         lambda: stack.request(outgoing("OPTIONS", stack, "opt1", 1), destination, transport="tcp")
@@ -181,10 +156,10 @@ async def test_our_options_over_tcp_are_answered_by_sipp(answerer: CallAnswerer)
 
 async def test_our_call_over_tcp_to_sipp_rings_answers_acks_and_hangs_up(answerer: CallAnswerer) -> None:
     stack = answerer.stack
-    port = free_port()
+    port = tcp_port()
     destination = ("127.0.0.1", port)
-    uas = await start_sipp("-sf", str(SCENARIOS / "tcp_uas_call.xml"), "-p", str(port), "-m", "1",
-                           "-mp", str(free_port(socket.SOCK_DGRAM)))  # fmt: skip
+    uas = await sipp_over_tcp("-sf", str(SCENARIOS / "tcp_uas_call.xml"), "-p", str(port), "-m", "1",
+                              "-mp", str(free_port()))  # fmt: skip
     provisional: list[int] = []
 
     def invite_attempt() -> Awaitable[Response]:

@@ -10,7 +10,6 @@ telephone-events with its own parser (event code, end bit, duration, marker, SSR
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -19,14 +18,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import Pbx, office_config, start_pbx
+from sipp_tools import (
+    SCENARIOS,
+    finish,
+    free_port,
+    needs_sipp,
+    sip_with_provider,
+    start_sipp,
+    stop_sipp,
+    target,
+    uas_port_fixture,  # noqa: F401  (pytest finds the uas_port fixture here)
+    with_voip_group,
+)
 
 from firmware.calls.cdr import Direction, Disposition
 from firmware.calls.channel import Channel, ChannelEvent, EventKind
 from firmware.calls.lifecycle import LegState
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-SIPP = shutil.which("sipp")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed")
+pytestmark = needs_sipp
 
 RATE = 8000
 EVENT_PT = 101  # the telephone-event number in our scenarios' SDP
@@ -38,12 +47,6 @@ DTMF_HZ = (697, 770, 852, 941, 1209, 1336, 1477, 1633)
 EVENT_DIGITS = "0123456789*#ABCD"  # RFC 4733 3.2: events 0-15
 
 
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def can_open_raw_socket() -> bool:
     """SIPp replays pcaps through a raw socket (root or CAP_NET_RAW)."""
     try:
@@ -51,29 +54,6 @@ def can_open_raw_socket() -> bool:
     except OSError:
         return False
     return True
-
-
-async def start_sipp(*args: str) -> asyncio.subprocess.Process:
-    """SIPp in the scenarios folder, so that pcap paths in scenarios are relative to it."""
-    assert SIPP is not None
-    return await asyncio.create_subprocess_exec(
-        SIPP, "-i", "127.0.0.1", *args, "-nostdin", "-timeout", "20s", "-timeout_error",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=SCENARIOS,
-    )  # fmt: skip
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = 25.0) -> tuple[int, str]:
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-    return process.returncode or 0, output.decode(errors="replace")[-3000:]
-
-
-def target(pbx: Pbx) -> str:
-    host, port = pbx.app.sip.stack.local_address
-    return f"{host}:{port}"
 
 
 # --------------------------------------------------------------------------- detection
@@ -255,30 +235,8 @@ class RtpCatcher:
 
 def provider_config(uas_port: int, rtp_ports: tuple[int, int]) -> str:
     """Provider peer on 127.0.0.1 (DID 2100 rings 202) and line group "voip" (code 8) over it."""
-    text = office_config(
-        f"""
-[sip]
-listen = "127.0.0.1:0"
-rtp_ports = [{rtp_ports[0]}, {rtp_ports[1]}]
-
-[[sip.peers]]
-name = "provider"
-host = "127.0.0.1"
-port = {uas_port}
-dtmf_mode = "rfc4733"
-incoming = {{ "2100" = "202" }}
-"""
-    )
-    group = '[[line_groups]]\nname = "city"\naccess_code = "9"\n'
-    voip = '\n[[line_groups]]\nname = "voip"\naccess_code = "8"\nsip_peers = ["provider"]\n'
-    return text.replace(group, group + voip).replace(
-        'line_groups = ["city"]', 'line_groups = ["city", "voip"]'
-    )
-
-
-@pytest.fixture
-def uas_port() -> int:
-    return free_port()
+    peer = 'dtmf_mode = "rfc4733"\nincoming = { "2100" = "202" }\n'
+    return with_voip_group(office_config(sip_with_provider(uas_port, rtp_ports, peer)), ["provider"])
 
 
 @pytest.fixture
@@ -316,8 +274,9 @@ async def test_rfc4733_digits_from_the_provider_are_heard_as_dtmf_on_the_handset
 ) -> None:
     pbx = dtmf_pbx
     sales = pbx.phone("202")
+    # Run in the scenarios folder: the scenario names its pcap relative to it.
     uac = await start_sipp(target(pbx), "-sf", str(SCENARIOS / "dtmf_uac_inbound.xml"), "-s", "2100",
-                           "-m", "1", "-p", str(free_port()), "-mp", str(free_port()))  # fmt: skip
+                           "-m", "1", "-p", str(free_port()), "-mp", str(free_port()), cwd=SCENARIOS)  # fmt: skip
     await sales.wait_ringing(5.0)
     assert len(pbx.app.sip.legs) == 1
     leg = next(iter(pbx.app.sip.legs.values()))
@@ -351,7 +310,8 @@ async def test_keys_pressed_on_the_handset_reach_the_provider_as_rfc4733_events(
     catcher = RtpCatcher()
     catcher.start()
     uas = await start_sipp("-sf", str(SCENARIOS / "dtmf_uas_capture.xml"), "-p", str(uas_port), "-m", "1",
-                           "-mp", str(free_port()), "-key", "rtp_port", str(catcher.port))  # fmt: skip
+                           "-mp", str(free_port()), "-key", "rtp_port", str(catcher.port),
+                           cwd=SCENARIOS)  # fmt: skip
     try:
         await asyncio.sleep(0.3)
         sales = pbx.phone("202")
@@ -369,8 +329,7 @@ async def test_keys_pressed_on_the_handset_reach_the_provider_as_rfc4733_events(
         assert code == 0, output  # it got our BYE
     finally:
         await catcher.close()
-        if uas.returncode is None:
-            uas.kill()
+        await stop_sipp(uas)
     audio = [p for p in catcher.packets if p.payload_type == 0]
     events = telephone_events(catcher.packets)
     summary = [(sorted(e.codes), e.durations, e.ends, e.first_marker) for e in events]

@@ -17,44 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import socket
 from pathlib import Path
 
 import pytest
 from conftest import Pbx, office_config, start_pbx
+from sipp_tools import (
+    SCENARIOS,
+    finish,
+    free_port,
+    needs_sipp,
+    sip_with_provider,
+    start_sipp,
+    stop_sipp,
+    target,
+    uas_port_fixture,  # noqa: F401  (pytest finds the uas_port fixture here)
+)
 
 from firmware.calls.cdr import Disposition
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-SIPP = shutil.which("sipp")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed")
+pytestmark = needs_sipp
 
 CALLS = 30
 LOSS_PERCENT = "10"
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-async def start_sipp(*args: str, timeout_s: int = 45) -> asyncio.subprocess.Process:
-    assert SIPP is not None
-    return await asyncio.create_subprocess_exec(
-        SIPP, "-i", "127.0.0.1", *args, "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = 50.0) -> tuple[int, str]:
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-    return process.returncode or 0, output.decode(errors="replace")
+SIPP_TIMEOUT_S = 45  # 30 calls with retransmissions; finish() waits 5 s more
 
 
 def counter(output: str, name: str) -> int:
@@ -86,35 +71,10 @@ def message_counts(output: str, column: str) -> int:
     return total
 
 
-def target(pbx: Pbx) -> str:
-    host, port = pbx.app.sip.stack.local_address
-    return f"{host}:{port}"
-
-
-@pytest.fixture
-def uas_port() -> int:
-    return free_port()
-
-
 @pytest.fixture
 async def lossy_pbx(uas_port: int, data_dir: Path) -> Pbx:
-    pbx = await start_pbx(
-        office_config(
-            f"""
-[sip]
-listen = "127.0.0.1:0"
-rtp_ports = [32200, 32600]
-
-[[sip.peers]]
-name = "provider"
-host = "127.0.0.1"
-port = {uas_port}
-allow_tandem = true
-incoming = {{ "b2b" = "peer:provider" }}
-"""
-        ),
-        data_dir,
-    )
+    peer = 'allow_tandem = true\nincoming = { "b2b" = "peer:provider" }\n'
+    pbx = await start_pbx(office_config(sip_with_provider(uas_port, (32200, 32600), peer)), data_dir)
     try:
         yield pbx
     finally:
@@ -124,20 +84,18 @@ incoming = {{ "b2b" = "peer:provider" }}
 async def test_tandem_calls_complete_over_a_lossy_network(lossy_pbx: Pbx, uas_port: int) -> None:
     pbx = lossy_pbx
     uas = await start_sipp("-sf", str(SCENARIOS / "lossy_uas.xml"), "-p", str(uas_port), "-m", str(CALLS),
-                           "-mp", str(free_port()), "-lost", LOSS_PERCENT)  # fmt: skip
+                           "-mp", str(free_port()), "-lost", LOSS_PERCENT, timeout_s=SIPP_TIMEOUT_S)  # fmt: skip
     uac: asyncio.subprocess.Process | None = None
     try:
         await asyncio.sleep(0.3)
         uac = await start_sipp(target(pbx), "-sf", str(SCENARIOS / "lossy_uac.xml"), "-s", "b2b",
                                "-m", str(CALLS), "-r", "10", "-l", "10", "-p", str(free_port()),
-                               "-mp", str(free_port()), "-lost", LOSS_PERCENT)  # fmt: skip
-        uac_code, uac_output = await finish(uac)
-        uas_code, uas_output = await finish(uas)
+                               "-mp", str(free_port()), "-lost", LOSS_PERCENT, timeout_s=SIPP_TIMEOUT_S)  # fmt: skip
+        # Whole outputs: the statistics screens are read below.
+        uac_code, uac_output = await finish(uac, SIPP_TIMEOUT_S + 5, tail=None)
+        uas_code, uas_output = await finish(uas, SIPP_TIMEOUT_S + 5, tail=None)
     finally:
-        for process in (uac, uas):
-            if process is not None and process.returncode is None:
-                process.kill()
-                await process.wait()
+        await stop_sipp(uac, uas)
     tails = "".join(f"\n--- {side} ---\n{output[:1500]}\n[...]\n{output[-2500:]}"
                     for side, output in (("caller", uac_output), ("answerer", uas_output)))  # fmt: skip
     assert counter(uac_output, "Successful call") == CALLS, tails

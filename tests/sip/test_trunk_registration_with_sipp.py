@@ -3,66 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import office_config, start_pbx
+from sipp_tools import (
+    SCENARIOS,
+    echoed,
+    finish,
+    free_port,
+    needs_sipp,
+    sip_peer,
+    sip_section,
+    stack_only_fixture,  # noqa: F401  (pytest finds the stack_only fixture here)
+    start_sipp,
+    target,
+    wait_until,
+)
 
 from firmware.calls.lifecycle import LegState
 from firmware.config.schema import SipConfig, SipPeerConfig
-from firmware.selftest import test_tone as make_tone
 from firmware.sip.peers import Resolver
 from firmware.sip.service import SipService
 from firmware.sip.trunk_registration import RegistrationState, TrunkRegistration
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-SIPP = shutil.which("sipp")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed")
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-async def start_sipp(*args: str) -> asyncio.subprocess.Process:
-    assert SIPP is not None
-    return await asyncio.create_subprocess_exec(
-        SIPP, "-i", "127.0.0.1", *args, "-nostdin", "-timeout", "20s", "-timeout_error",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = 25.0) -> tuple[int, str]:
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-    return process.returncode or 0, output.decode(errors="replace")[-3000:]
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def stack_only() -> SipService:
-    """A SIP stack with nothing behind it: the registration client brings its own logic."""
-    service = SipService("office")
-    await service.start("127.0.0.1", 0)
-    try:
-        yield service
-    finally:
-        await service.stop()
+pytestmark = needs_sipp
 
 
 def provider(port: int, password: str = "trunk-secret", transport: str = "udp") -> SipPeerConfig:
@@ -76,15 +42,15 @@ def provider(port: int, password: str = "trunk-secret", transport: str = "udp") 
 async def test_registers_with_digest_refreshes_and_unregisters(stack_only: SipService, transport: str) -> None:
     port = free_port(socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM)
     registrar = await start_sipp("-sf", str(SCENARIOS / "peer_registrar.xml"), "-p", str(port), "-m", "1",
-                                 "-t", "t1" if transport == "tcp" else "u1")  # fmt: skip
+                                 transport="t1" if transport == "tcp" else "u1")  # fmt: skip
     await asyncio.sleep(0.3)
     trunk = TrunkRegistration(provider(port, transport=transport), stack_only.stack, Resolver(), lambda _ip: "127.0.0.1")
     task = asyncio.create_task(trunk.run())
     try:
-        await until(lambda: trunk.state == RegistrationState.REGISTERED)
+        await wait_until(lambda: trunk.state == RegistrationState.REGISTERED)
         assert trunk.granted_s == 2  # from our contact's expires in the 200
         # 80 % of 2 s later the refresh goes out with credentials and is granted 30 s.
-        await until(lambda: trunk.granted_s == 30)
+        await wait_until(lambda: trunk.granted_s == 30)
         assert trunk.status()["next_attempt_in_s"] <= 24.0
     finally:
         task.cancel()
@@ -103,7 +69,7 @@ async def test_wrong_password_gets_403_and_backs_off(stack_only: SipService) -> 
                               lambda _ip: "127.0.0.1", backoff_base_s=60.0)  # fmt: skip
     task = asyncio.create_task(trunk.run())
     try:
-        await until(lambda: trunk.state == RegistrationState.FAILED)
+        await wait_until(lambda: trunk.state == RegistrationState.FAILED)
         status = trunk.status()
         assert (status["status_code"], status["failures"]) == (403, 1)
         assert 48.0 <= status["retry_delay_s"] <= 72.0
@@ -125,9 +91,9 @@ async def test_refusals_back_off_then_retry_after_then_registered(stack_only: Si
     task = asyncio.create_task(trunk.run())
     try:
         for failures in (1, 2, 3):
-            await until(lambda failures=failures: trunk.failures == failures)
+            await wait_until(lambda failures=failures: trunk.failures == failures)
             delays.append((trunk.failures, trunk.last_status, trunk.retry_delay_s))
-        await until(lambda: trunk.state == RegistrationState.REGISTERED)
+        await wait_until(lambda: trunk.state == RegistrationState.REGISTERED)
     finally:
         task.cancel()
     (_, first_status, first), (_, second_status, second), (_, third_status, third) = delays
@@ -150,9 +116,9 @@ async def test_service_registers_a_trunk_named_by_host_name_and_reports_it() -> 
     await service.start("127.0.0.1", 0)
     try:
         assert not service.peer_available("provider"), "not registered yet"
-        await until(lambda: service.status()["trunks"]["provider"]["registration"]["state"] == "registered")
+        await wait_until(lambda: service.status()["trunks"]["provider"]["registration"]["state"] == "registered")
         assert service.peer_available("provider")
-        await until(lambda: service.links.registrations.trunks["provider"].granted_s == 30)  # refreshed
+        await wait_until(lambda: service.links.registrations.trunks["provider"].granted_s == 30)  # refreshed
         status = service.status()["trunks"]["provider"]
         assert status["host"] == f"udp:localhost:{port}"
         assert status["reachable"] is None and status["calls"] == 0
@@ -171,12 +137,12 @@ async def test_service_skips_a_trunk_while_its_registration_fails() -> None:
     service = SipService("office", SipConfig(peers=(provider(port),)), registration_backoff_s=0.3)
     await service.start("127.0.0.1", 0)
     try:
-        await until(lambda: service.status()["trunks"]["provider"]["registration"]["state"] == "failed")
+        await wait_until(lambda: service.status()["trunks"]["provider"]["registration"]["state"] == "failed")
         status = service.status()["trunks"]["provider"]
         assert status["registration"]["status_code"] == 403
         assert status["registration"]["next_attempt_in_s"] is not None
         assert not status["available"] and not service.peer_available("provider")
-        await until(lambda: service.peer_available("provider"))
+        await wait_until(lambda: service.peer_available("provider"))
         assert service.status()["trunks"]["provider"]["registration"]["failures"] == 0
     finally:
         await service.stop()
@@ -187,40 +153,22 @@ async def test_service_skips_a_trunk_while_its_registration_fails() -> None:
 @pytest.fixture
 def did_config() -> str:
     silent = free_port()  # the trunk's registrar is not there: inbound calls work all the same
-    return office_config(
-        f"""
-[sip]
-listen = "127.0.0.1:0"
-rtp_ports = [30600, 30800]
-
-[[sip.peers]]
-name = "provider"
-host = "localhost"
-port = {silent}
-registration = true
-username = "3512100"
-password = "trunk-secret"
-did_from = "to"
-incoming = {{ "212000201" = "201" }}
-"""
-    )
+    trunk = 'registration = true\nusername = "3512100"\npassword = "trunk-secret"\ndid_from = "to"\nincoming = { "212000201" = "201" }\n'
+    return office_config(sip_section((30600, 30800)) + sip_peer("provider", silent, "localhost", trunk))
 
 
 async def test_call_from_a_registering_trunk_is_routed_by_the_did_in_to(did_config: str, data_dir: Path) -> None:
     pbx = await start_pbx(did_config, data_dir)
     try:
         sip = pbx.app.sip
-        await until(lambda: sip.links.resolver.addresses("localhost") != ())
-        host, port = sip.stack.local_address
-        uac = await start_sipp(f"{host}:{port}", "-sf", str(SCENARIOS / "peer_did_to.xml"), "-s", "3512100",
+        await wait_until(lambda: sip.links.resolver.addresses("localhost") != ())
+        uac = await start_sipp(target(pbx), "-sf", str(SCENARIOS / "peer_did_to.xml"), "-s", "3512100",
                                "-m", "1", "-p", str(free_port()), "-mp", str(free_port()), "-rtp_echo")  # fmt: skip
         reception = pbx.phone("201")
         await reception.wait_ringing(5.0)
         reception.off_hook()
         await pbx.wait_state("201", LegState.CONNECTED)
-        mark = reception.mark()
-        reception.say(make_tone(1004, 600))
-        assert await pbx.hears(reception, (1004.0,), since=mark, timeout=2.0), "no audio back through the trunk"
+        assert await echoed(pbx, reception), "no audio back through the trunk"
         code, output = await finish(uac)
         assert code == 0, output
         reception.on_hook()
