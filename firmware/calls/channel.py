@@ -45,6 +45,7 @@ class EventKind(StrEnum):
     HOLD = "hold"  # the far end put the call on hold (SIP re-INVITE sendonly/inactive)
     RETRIEVE = "retrieve"  # ... and took it back (sendrecv again)
     TRANSFER = "transfer"  # the leg asks its partner be connected to `value` (SIP REFER)
+    HANDOVER = "handover"  # internal: another call asks for this call's partner (attended transfer)
 
 
 @dataclass(frozen=True)

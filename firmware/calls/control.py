@@ -28,7 +28,7 @@ from firmware.calls.lifecycle import IllegalTransition, LegState
 from firmware.calls.outside import OutsideCalls
 from firmware.calls.routes import OutboundRoutes
 from firmware.calls.session import CallEnded, CallSession, RecordDraft, utc_now
-from firmware.calls.transfer import HANDOVER, TransferCalls
+from firmware.calls.transfer import TransferCalls
 from firmware.config.schema import Config
 from firmware.media.mixer import Mixer
 
@@ -37,6 +37,8 @@ log = logging.getLogger("firmware.calls")
 _CALLER_ID_WAIT_S = 2.5
 _EARLY_CALLER_ID_S = 10.0  # a caller ID sent before the first ring (UK style) stays valid
 
+
+_MAX_PENDING_RELAYS = 32
 
 _IDLE_LEG_EVENTS = (EventKind.ON_HOOK, EventKind.OFF_HOOK, EventKind.OUT_OF_SERVICE, EventKind.IN_SERVICE)
 
@@ -317,8 +319,23 @@ class CallManager(OutsideCalls, TransferCalls):
     async def _wait(
         self, session: CallSession, timeout: float | None
     ) -> tuple[Channel, ChannelEvent] | None:
-        """Next event; a leg that lost service ends the call for everyone."""
-        item = await session.next_event(timeout)
+        """Next event; a leg that lost service ends the call for everyone.
+
+        A transfer asked for while the call is not two parties talking (still ringing,
+        dialling) is refused at once, so the asking phone is never left waiting."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+            item = await session.next_event(remaining)
+            if item is None or session.transfers_welcome:
+                break
+            channel, event = item
+            if event.kind == EventKind.TRANSFER:
+                log.info("event=transfer_refused call=%d leg=%s reason=not_in_conversation", session.id, channel.name)
+                channel.transfer_result(False)
+            elif event.kind != EventKind.HANDOVER:
+                break
         if item is not None:
             channel, event = item
             if event.kind == EventKind.OUT_OF_SERVICE:
@@ -586,18 +603,22 @@ class CallManager(OutsideCalls, TransferCalls):
         self._log_call("call_answer", {"call": session.id, "a": a.name, "b": b.name})
         draft = session.draft
         assert draft is not None
-        if session.after_answer is not None:  # a fallback's DTMF suffix, once the line is through
-            digits, delay = session.after_answer
-            session.after_answer = None
-            self._relay_digits(session, b, digits, delay)
+        if session.after_answer is not None and not getattr(b, "awaiting_answer", False):
+            self._send_after_answer(session, b)  # a fallback's DTMF suffix, once the line is through
         while True:
-            item = await self._wait(session, None)
+            session.transfers_welcome = True
+            try:
+                item = await self._wait(session, None)
+            finally:
+                session.transfers_welcome = False
             assert item is not None
             channel, event = item
             if channel not in (a, b):
                 continue
             if event.kind == EventKind.ANSWERED:
                 draft.answer = utc_now()  # the far end answered behind a line: billing starts now
+                if channel is b and session.after_answer is not None:
+                    self._send_after_answer(session, b)
                 continue
             other = b if channel is a else a
             side = HangupSide.CALLER if channel is a else HangupSide.CALLEE
@@ -620,8 +641,7 @@ class CallManager(OutsideCalls, TransferCalls):
             elif event.kind == EventKind.RETRIEVE:
                 other.stop_sound()
                 self._log_call("call_retrieve", {"call": session.id, "holder": channel.name, "held": other.name})
-            elif event.kind == EventKind.TRANSFER and event.value == HANDOVER:
-                self._hand_over(session, channel, other)
+            elif event.kind == EventKind.HANDOVER and self._hand_over(session, channel, other):
                 raise CallEnded
             elif event.kind == EventKind.TRANSFER and await self._transfer(session, channel, other, event.value):
                 return
@@ -870,17 +890,33 @@ class CallManager(OutsideCalls, TransferCalls):
         while await self._wait(session, gone) is not None:
             pass
 
+    def _send_after_answer(self, session: CallSession, line: Channel) -> None:
+        assert session.after_answer is not None
+        digits, delay = session.after_answer
+        session.after_answer = None
+        self._relay_digits(session, line, digits, delay)
+
     def _relay_digits(self, session: CallSession, to: Channel, digits: str, delay: float = 0.0) -> None:
-        """Send DTMF to `to` in order (each relay waits for the one before), off the call loop."""
+        """Send DTMF to `to` in order (each relay waits for the one before), off the call loop.
+
+        At most `_MAX_PENDING_RELAYS` wait: a far end sending digits faster than they can
+        be played loses the excess (logged) instead of growing a backlog for the whole call."""
+        if session.relays_pending >= _MAX_PENDING_RELAYS:
+            log.warning("event=dtmf_relay_dropped call=%d to=%s digits=%s", session.id, to.name, digits)
+            return
+        session.relays_pending += 1
         previous = session.relay
 
         async def send() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            if delay:
-                await asyncio.sleep(delay)
-            if session.owns(to):
-                await to.send_digits(digits)
+            try:
+                if previous is not None:
+                    await asyncio.gather(previous, return_exceptions=True)
+                if delay:
+                    await asyncio.sleep(delay)
+                if session.owns(to):
+                    await to.send_digits(digits)
+            finally:
+                session.relays_pending -= 1
 
         task = asyncio.get_running_loop().create_task(send(), name=f"dtmf-{session.id}")
         session.relay = task

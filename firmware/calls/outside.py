@@ -93,6 +93,10 @@ class OutsideCalls(_Base):
                 await self._reject(session, caller, "busy", Disposition.BUSY, "busy")
             if cause == "no_such_number":
                 await self._reject(session, caller, "special_information", Disposition.FAILED, cause)
+            if attempt.kind == TrunkKind.SIP and (session.far_end_alerted or cause == "no_answer"):
+                # The called party was reached (it rang, or declined): another trunk would
+                # only ring the same person again.
+                await self._reject(session, caller, "congestion", Disposition.NO_ANSWER, cause)
             log.info("event=trunk_failover call=%d trunk=%s cause=%s", session.id, attempt.name, cause)
         disposition = _DISPOSITION_FOR_CAUSE.get(cause, Disposition.CONGESTION)
         await self._reject(session, caller, "congestion", disposition, cause)
@@ -176,7 +180,14 @@ class OutsideCalls(_Base):
         out.set_state(LegState.DIALLING)
         if caller.role == Role.EXTENSION and caller.state != LegState.CALLING:
             caller.set_state(LegState.CALLING)
-        await out.dial(number, self._shown_for(session, caller))
+        try:
+            await out.dial(number, self._shown_for(session, caller))
+        except ValueError as error:  # a number this trunk cannot carry (e.g. '#' in a SIP URI)
+            log.warning("event=trunk_dial_failed call=%d trunk=%s number=%s error=%r", session.id, out.name, number, str(error))
+            self._let_go(session, out)
+            await out.release("invalid")
+            out.set_state(LegState.IDLE)
+            return "invalid_number"
         while True:
             item = await self._wait(session, None)
             assert item is not None
@@ -270,8 +281,14 @@ class OutsideCalls(_Base):
             plan = self.dialplan.route(None, dialled, class_of_service=site.class_of_service)
             self._log_call("call_from_sibling", {"call": session.id, "site": site.name, "from": shown.number,
                                                  "dialled": dialled, "route": plan.kind})  # fmt: skip
-            if plan.kind == RouteKind.SIBLING and site.class_of_service is None:
+            if plan.kind == RouteKind.SIBLING and (site.class_of_service is None or plan.site == site.name):
                 plan = RoutePlan(RouteKind.REJECTED, dialled, reason="cos:tandem")
+            if draft.correlation_id and any(
+                other is not session and other.draft is not None and other.draft.correlation_id == draft.correlation_id
+                for other in self.sessions.values()
+            ):  # the same call came back round: two sites each think the number is the other's
+                log.warning("event=sibling_loop call=%d site=%s correlation=%s", session.id, site.name, draft.correlation_id)
+                plan = RoutePlan(RouteKind.REJECTED, dialled, reason="loop")
             await self._execute(session, leg, plan)
 
         return run

@@ -102,8 +102,11 @@ class CallSession:
         self.far_end_alerted = False  # the last outgoing SIP attempt got as far as ringing
         self.after_answer: tuple[str, float] | None = None  # DTMF (digits, delay) once through
         self.relay: asyncio.Task[None] | None = None  # the last DTMF relay, to keep order
-        # Set by an attended transfer waiting for this call's partner (see TransferCalls).
-        self.handover: asyncio.Future[Channel] | None = None
+        # Set by an attended transfer waiting for this call's partner (see TransferCalls):
+        # the answer and the waiting call.
+        self.handover: tuple[asyncio.Future[Channel], CallSession] | None = None
+        self.transfers_welcome = False  # two parties are talking: TRANSFER/HANDOVER are handled
+        self.relays_pending = 0  # DTMF relays not yet sent (bounded)
 
     @property
     def draft(self) -> RecordDraft | None:

@@ -29,7 +29,6 @@ log = logging.getLogger("firmware.calls")
 
 _TRANSFERABLE = (RouteKind.INTERNAL, RouteKind.OUTSIDE, RouteKind.SIBLING)
 REPLACES = "replaces:"  # the TRANSFER value of a REFER with Replaces (attended transfer)
-HANDOVER = "handover"  # the TRANSFER value asking a consultation call for its partner
 _HANDOVER_WAIT_S = 2.0
 
 
@@ -97,11 +96,19 @@ class TransferCalls(_Base):
         legs end. False when the consultation call is unknown or not connected."""
         found = self._session_with_leg(call_id)
         handed: Channel | None = None
-        if found is not None and found[0] is not session:
+        # Only the transferring phone's own consultation call may be joined: the same
+        # extension on both, never a trunk or sibling leg (no joining of strangers' calls).
+        if (
+            found is not None
+            and found[0] is not session
+            and transferor.role == Role.EXTENSION
+            and found[1].role == Role.EXTENSION
+            and found[1].number == transferor.number
+        ):
             other_session, consult_leg = found
             handover: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
-            other_session.handover = handover
-            other_session.queue.put_nowait((consult_leg, ChannelEvent(EventKind.TRANSFER, HANDOVER)))
+            other_session.handover = (handover, session)
+            other_session.queue.put_nowait((consult_leg, ChannelEvent(EventKind.HANDOVER)))
             try:
                 handed = await asyncio.wait_for(handover, _HANDOVER_WAIT_S)
             except TimeoutError:
@@ -135,17 +142,24 @@ class TransferCalls(_Base):
                     return candidate, leg
         return None
 
-    def _hand_over(self, session: CallSession, consult_leg: Channel, partner: Channel) -> None:
-        """This call's partner goes to the call that asked for it (attended transfer); this
-        call ends (its transferor leg is released by the normal ending)."""
-        handover, session.handover = session.handover, None
-        if handover is None or handover.done():
-            return
+    def _hand_over(self, session: CallSession, consult_leg: Channel, partner: Channel) -> bool:
+        """This call's partner goes to the call that asked for it (attended transfer): its
+        ownership and its unread events move now, so nothing it does is lost. True: this
+        call is over (its transferor leg is released by the normal ending)."""
+        pending, session.handover = session.handover, None
+        if pending is None or pending[0].done():
+            return False
+        handover, waiting = pending
         draft = session.draft
         if draft is not None:
             draft.ended(Disposition.ANSWERED, HangupSide.CALLER, "transferred")
         if partner.slot is not None:
             self.mixer.disconnect(partner.slot)
         self._let_go(session, partner)
+        self._claim(waiting, partner)
+        unread = [session.queue.get_nowait() for _ in range(session.queue.qsize())]
+        for channel, event in unread:
+            (waiting.queue if channel is partner else session.queue).put_nowait((channel, event))
         handover.set_result(partner)
         log.info("event=transfer_handover call=%d leg=%s partner=%s", session.id, consult_leg.name, partner.name)
+        return True
