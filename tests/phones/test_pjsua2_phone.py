@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import Pbx
+from conftest import Pbx, start_pbx
 from phone_peers import (
     HAVE_PJSUA2,
     PHONE_PASSWORD,
     PjsuaPhone,
     assert_answered_internal_call,
     closing_phone,
+    phone_office,
     running_office,
     wav_tone_ms,
 )
@@ -189,3 +190,34 @@ async def test_pjsua2_attended_transfer_joins_its_two_partners(office: Pbx, phon
     assert (joined.caller_number, joined.answered_extension) == ("202", "203")
     assert joined.disposition == Disposition.ANSWERED
     assert office.app.sip.legs == {}
+
+
+async def test_a_replaces_transfer_cannot_join_another_extensions_call(data_dir: Path, tmp_path: Path) -> None:
+    """205 names the Call-ID of 206's call in a REFER with Replaces: refused (NOTIFY 503),
+    both calls go on untouched. Knowing a Call-ID must not let anyone join strangers' calls."""
+    text = phone_office("", RTP_PORTS).replace(
+        'number = "206"\nname = "Manager"\n', f'number = "206"\nname = "Manager"\nsip_password = "{PHONE_PASSWORD}"\n'
+    )
+    pbx = await start_pbx(text, data_dir)
+    first = await PjsuaPhone.start(target(pbx), "205", PHONE_PASSWORD, tmp_path, PJSUA_RTP_PORT)
+    (tmp_path / "b").mkdir()
+    second = await PjsuaPhone.start(target(pbx), "206", PHONE_PASSWORD, tmp_path / "b", PJSUA_RTP_PORT + 200)
+    try:
+        for phone in (first, second):
+            await phone.expect("reg_state", timeout=5.0, code=200, active=True)
+        await connect_to_desk(pbx, first, "202")
+        await connect_to_desk(pbx, second, "203")
+        victim = next(leg for leg in pbx.app.sip.legs.values() if leg.number == "206")
+        first.send("xfer", uri=f"<sip:203@{target(pbx)}?Replaces={victim.call_id.replace('@', '%40')}>")
+        status = await first.expect("xfer_status", timeout=5.0, final=True)
+        assert status["code"] >= 300, status
+        await asyncio.sleep(0.5)
+        for extension in ("202", "203"):
+            assert pbx.channel(extension).state == LegState.CONNECTED
+        mark = pbx.phone("203").mark()
+        second.send("tone", freq=1004)
+        assert await pbx.hears(pbx.phone("203"), (1004.0,), since=mark, timeout=3.0), "206's call was disturbed"
+    finally:
+        await first.close()
+        await second.close()
+        await pbx.app.stop()
