@@ -186,7 +186,7 @@ class TrunkRegistration:
         self.expires_at = None
         self.granted_s = None
         if retry_after is not None:
-            delay = float(max(retry_after, 1))
+            delay = float(min(max(retry_after, 1), self.backoff_max_s))  # a silly Retry-After must not park the trunk for days
         else:
             base = min(self.backoff_base_s * 2 ** (self.failures - 1), self.backoff_max_s)
             delay = min(base * (0.8 + 0.4 * self.rng()), self.backoff_max_s)

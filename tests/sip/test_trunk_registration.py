@@ -319,3 +319,18 @@ async def test_an_unexpected_error_is_a_failure_and_the_loop_goes_on() -> None:
     assert calls >= 2, "retried after the error"
     assert registration.state == RegistrationState.FAILED
     assert "resolver bug" in registration.last_reason
+
+
+async def test_a_huge_retry_after_is_capped_at_the_longest_back_off() -> None:
+    """A registrar asking for a week's pause must not park the trunk until a restart."""
+
+    def answer(request: Request) -> Response:
+        response = make_response(request, 503)
+        response.headers.add("Retry-After", "604800")
+        return response
+
+    registration = TrunkRegistration(
+        peer(), ScriptedStack(answer), Resolver(), lambda _ip: LOCAL[0], clock=Clock(),
+        backoff_base_s=30.0, backoff_max_s=1800.0,
+    )  # type: ignore[arg-type]  # fmt: skip
+    assert await registration.attempt() == 1800.0
