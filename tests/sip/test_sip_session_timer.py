@@ -459,3 +459,10 @@ def test_service_refuses_a_too_small_interval_with_422_before_ringing() -> None:
     assert sip_calls.SESSION_TIMERS["refused_422"] == before + 1
     service._on_request(object(), request("INVITE", 2, sdp(), headers=("Session-Expires: 90",)), SOURCE)  # type: ignore[arg-type]
     assert len(calls.started) == 1
+    # An unreadable value is no refusal: the call goes on without a timer, counted once.
+    malformed = sip_calls.MALFORMED.get("session_expires", 0)
+    other = request("INVITE", 1, sdp(), headers=("Session-Expires: 30 s",))
+    other.headers.set("Call-ID", "timer-2@192.0.2.10")
+    service._on_request(object(), other, SOURCE)  # type: ignore[arg-type]
+    assert len(calls.started) == 2 and sip_calls.MALFORMED["session_expires"] == malformed + 1
+    assert calls.started[1]._uas_timer is None
