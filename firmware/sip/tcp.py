@@ -47,12 +47,13 @@ class TcpLimits:
 
     max_message: int = MAX_MESSAGE  # bytes of one message, head and body
     max_connections: int = 1000  # inbound and outbound together
+    max_per_address: int = 32  # inbound from one IP: one host cannot take every slot
     idle_timeout: float = 300.0  # s without a byte either way; RFC 5626 pings come every 95-120 s
     connect_timeout: float = 5.0  # s to open an outbound connection
     max_unsent: int = 1 << 20  # bytes queued for a peer that does not read: then it is dropped
 
     def __post_init__(self) -> None:
-        for name in ("max_message", "max_connections", "idle_timeout", "connect_timeout", "max_unsent"):
+        for name in ("max_message", "max_connections", "max_per_address", "idle_timeout", "connect_timeout", "max_unsent"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -430,8 +431,11 @@ class TcpTransport:
         """A connection is up; False when an inbound one is refused (and closed)."""
         if not connection.inbound:
             return True
-        accepted = len(self._connections) < self.limits.max_connections and (
-            self.on_accept is None or self.on_accept(connection.remote)
+        same_host = sum(1 for c in self._connections if c.inbound and c.remote[0] == connection.remote[0])
+        accepted = (
+            len(self._connections) < self.limits.max_connections
+            and same_host < self.limits.max_per_address
+            and (self.on_accept is None or self.on_accept(connection.remote))
         )
         if not accepted:
             self.counters.refused += 1

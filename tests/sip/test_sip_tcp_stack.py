@@ -271,6 +271,30 @@ async def test_connections_over_the_cap_are_refused_and_the_others_keep_working(
         await stack.stop()
 
 
+async def test_one_address_cannot_take_every_connection() -> None:
+    """Over max_per_address from one IP: refused; the cap is per host, not global."""
+    stack, _ = await start_stack(tcp_limits=TcpLimits(max_connections=100, max_per_address=2))
+    clients = []
+    try:
+        for _ in range(2):
+            clients.append(await asyncio.open_connection(*stack.local_address))
+        await asyncio.sleep(0.05)
+        reader, writer = await asyncio.open_connection(*stack.local_address)
+        assert await closed_by_peer(reader)
+        writer.close()
+        assert stack.counters.tcp.refused == 1
+        other_reader, other_writer = await asyncio.open_connection(
+            stack.local_address[0], stack.local_address[1], local_addr=("127.0.0.2", 0)
+        )
+        other_writer.write(options("other-host"))
+        assert (await read_message(other_reader)).startswith(b"SIP/2.0 200 ")
+        other_writer.close()
+    finally:
+        for _, writer in clients:
+            writer.close()
+        await stack.stop()
+
+
 async def test_a_response_whose_connection_is_gone_goes_to_the_via_sent_by() -> None:
     """§18.2.2: the request's connection closed before the answer: connect to received:sent-by."""
     stack, _ = await start_stack(Answerer(delay=0.3))
