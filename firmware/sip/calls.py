@@ -8,7 +8,9 @@ A `SipCallLeg` is a line-role channel (a call to or from the world, like a city 
 - outbound (UAC): `dial(number)` sends the INVITE with our offer (answering a 401/407
   challenge once with the peer's credentials); 180 is RINGING, 2xx is ANSWERED (we ACK,
   and ACK again each retransmitted 2xx), a failure response is FAR_END_CLEARED with the
-  cause; `release` CANCELs or BYEs.
+  cause; `release` CANCELs (once a provisional response came, RFC 3261 9.1) or BYEs, and
+  a 2xx that crosses our CANCEL is ACKed and ended with BYE, so the far end is not left
+  in a call nobody hears.
 In the dialog, whichever side began it (`receive_request`): re-INVITE and UPDATE change
 the media (hold is HOLD/RETRIEVE), REFER asks for a TRANSFER, INFO carries digits.
 Media always goes through the mixer: the leg's RTP session is attached to its slot.
@@ -92,12 +94,15 @@ FINAL_RESPONSE_FOR_CAUSE = {
     "out_of_service": 480,
     "shutdown": 503,
     "cos": 403,  # forbidden by class of service ("cos:international")
+    "loop": 482,  # the call came back round between sibling sites (RFC 3261 8.2.2.2)
+    "invalid_number": 484,  # a number the trunk cannot carry
     "sibling_unreachable": 503,
     "extension_out_of_service": 480,
     "permanent_signal": 480,
 }
 # What an outbound failure response means to call control (and so to the caller).
-CAUSE_FOR_STATUS = {486: "busy", 600: "busy", 404: "no_such_number", 484: "no_such_number", 480: "no_answer",
+# 603 Decline is the called party's "no": busy, which call control never fails over.
+CAUSE_FOR_STATUS = {486: "busy", 600: "busy", 603: "busy", 404: "no_such_number", 484: "no_such_number", 480: "no_answer",
                     408: "no_answer", 487: "cancelled", 403: "rejected", 401: "rejected", 407: "rejected"}  # fmt: skip
 # Challenges answered per request: the first, and a second only when the server says our
 # nonce went stale (DigestClient refuses a wrong password on its own, so it never loops).
@@ -112,6 +117,13 @@ MALFORMED: dict[str, int] = {}
 # expired session, INVITEs and refreshes refused with 422 (shown in status).
 SESSION_TIMERS: dict[str, int] = dict.fromkeys(
     ("negotiated", "refreshes_sent", "refreshes_received", "expired", "refused_422"), 0
+)
+# Dialog events worth seeing in status: a 2xx that crossed our CANCEL (ended with ACK and
+# BYE), a CANCEL not sent because the INVITE ended before any provisional response, a
+# CANCEL matching no INVITE we answer (481), a REFER whose Replaces named one of our
+# dialogs with the wrong tags.
+DIALOG_EVENTS: dict[str, int] = dict.fromkeys(
+    ("late_answer_ended", "cancel_not_needed", "cancel_unmatched", "replaces_refused"), 0
 )
 # What our INVITEs and 2xx say we take inside a dialog (so a far end may refresh by UPDATE).
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, INFO, NOTIFY"
@@ -234,6 +246,7 @@ class SipCallLeg(Channel):
         self._offer: Any = None
         self._ack: Request | None = None
         self._provisional_seen = False
+        self._invite_provisional = asyncio.Event()  # a 1xx to the INVITE in flight: CANCEL may go
         self._digest: DigestClient | None = None
         # in the dialog
         self.held = False  # the far end put us on hold: we send nothing
@@ -244,6 +257,8 @@ class SipCallLeg(Channel):
         self._refer_cseq: int | None = None  # the REFER whose outcome we still owe
         self._refers = 0
         self._refer_event = "refer"
+        # The service's legs by Call-ID, to check a Replaces against the dialog it names.
+        self.dialogs: Callable[[str], SipCallLeg | None] = _no_dialog
         self._notify_lock = asyncio.Lock()
         self._notifies: set[asyncio.Task[None]] = set()
         # session timer (RFC 4028)
@@ -443,6 +458,29 @@ class SipCallLeg(Channel):
         self.confirmed = True
         if self._initial_2xx is not None:
             self._initial_2xx.acked = True
+
+    def cancelled_by(self, transaction: ServerTransaction, cancel: Request) -> bool:
+        """Is `cancel` for the INVITE that began this leg (RFC 3261 9.2)? Only a leg we
+        answer (UAS) can be cancelled: the transaction layer matched the CANCEL's branch
+        to our INVITE server transaction; a far end without RFC 3261 branches matches
+        by the INVITE's Request-URI, From tag, CSeq number and top Via instead."""
+        invite = self.invite
+        if self.server_transaction is None or invite is None:
+            return False  # our own INVITE: only we may cancel it
+        matched = getattr(transaction, "cancels", None)
+        if matched is not None:
+            return matched is self.server_transaction
+        try:
+            if cancel.headers.top_via.rfc3261_branch:
+                return False  # the branch named no INVITE transaction of ours
+            return (
+                str(cancel.uri) == str(invite.uri)
+                and cancel.headers.from_address.tag == invite.headers.from_address.tag
+                and cancel.headers.cseq.number == invite.headers.cseq.number
+                and cancel.headers.get_all("Via")[0] == invite.headers.get_all("Via")[0]
+            )
+        except SipParseError:
+            return False
 
     def on_cancel(self) -> None:
         if self._ok is None and not self.ended:
@@ -856,7 +894,8 @@ class SipCallLeg(Channel):
 
     def _on_refer(self, transaction: ServerTransaction, request: Request) -> None:
         """202, a NOTIFY "100 Trying" at once, and TRANSFER to call control, whose verdict
-        (`transfer_result`) goes back in the final NOTIFY."""
+        (`transfer_result`) goes back in the final NOTIFY. A Replaces naming one of our
+        dialogs with tags that are not that dialog's gets the failure NOTIFY instead."""
         if self.ended:
             self._answer(transaction, request, 481)
             return
@@ -867,11 +906,12 @@ class SipCallLeg(Channel):
             self._answer(transaction, request, 491)  # one transfer at a time
             return
         try:
-            target = refer.transfer_target(request.headers.get_all("Refer-To"))
+            asked = refer.refer_target(request.headers.get_all("Refer-To"))
         except refer.ReferError as error:
             _malformed("refer_to", self.name, error)
             self._answer(transaction, request, 400)
             return
+        target = asked.event_value
         self._refresh_target(request)
         self._answer(transaction, request, 202, contact=True)
         cseq = request.headers.cseq.number
@@ -881,7 +921,24 @@ class SipCallLeg(Channel):
         self._refer_event = "refer" if self._refers == 1 else f"refer;id={cseq}"
         log.info("event=sip_refer leg=%s target=%s", self.name, target)
         self._notify(refer.TRYING, f"active;expires={_SUBSCRIPTION_EXPIRES_S}")
+        if asked.replaces is not None and not self._replaces_ours(asked.replaces):
+            self.transfer_result(False)  # the final NOTIFY: 503
+            return
         self.emit(ChannelEvent(EventKind.TRANSFER, target))
+
+    def _replaces_ours(self, replaces: refer.Replaces) -> bool:
+        """RFC 3891 3: a Replaces must name a dialog by all three of its identifiers. For a
+        leg of ours with that Call-ID the tags are checked here (call control checks whose
+        leg it is); a Call-ID we do not have is left to call control, which finds no call."""
+        named = self.dialogs(replaces.call_id)
+        if named is None or replaces.names(named.call_id, named.local_tag, named.remote_tag,
+                                           confirmed=named.confirmed):  # fmt: skip
+            return True
+        DIALOG_EVENTS["replaces_refused"] += 1
+        log.warning("event=sip_replaces_refused leg=%s call_id=%s to_tag=%r from_tag=%r early_only=%s",
+                    self.name, replaces.call_id[:80], replaces.to_tag[:40], replaces.from_tag[:40],
+                    replaces.early_only)  # fmt: skip
+        return False
 
     def transfer_result(self, succeeded: bool) -> None:
         """Call control's verdict on the TRANSFER we asked for: the final NOTIFY."""
@@ -967,6 +1024,9 @@ class SipCallLeg(Channel):
         media = await self._open_media(
             self.peer.codecs[0], _static_pt(self.peer.codecs[0]), 101, None, active=False
         )
+        if self.ended:  # released while the socket opened (a ring-all answered elsewhere)
+            self._detach_audio()
+            return
         self._offer = make_offer(self.sdp, port=media.local_port, codecs=list(self.peer.codecs))
         self._local_sdp = self._offer.encode()
         invite = self._request("INVITE", body=self._local_sdp, extra=(("Supported", TIMER), ("Allow", ALLOW)))
@@ -1054,6 +1114,7 @@ class SipCallLeg(Channel):
             if retry is None:
                 break
             invite = self.invite = retry  # a CANCEL now goes with this one
+            self._invite_provisional.clear()  # ... once this transaction has its own 1xx
             final = await self.stack.request(invite, self.destination, self._on_invite_response)
         if final.status >= 300 and not self.ended:
             self.ended = True
@@ -1064,7 +1125,8 @@ class SipCallLeg(Channel):
     def _on_invite_response(self, response: Response) -> None:
         status = response.status
         if status < 200:
-            if status > 100 and not self._provisional_seen:
+            self._invite_provisional.set()
+            if status > 100 and not self._provisional_seen and not self.ended:
                 self._provisional_seen = True
                 self.emit(ChannelEvent(EventKind.RINGING))
             self._provisional_seen = True
@@ -1075,12 +1137,7 @@ class SipCallLeg(Channel):
             self._send_ack()
             return
         headers = response.headers
-        self.remote_tag = headers.to_address.tag
-        contacts = headers.contacts
-        if contacts and isinstance(contacts[0].uri, SipUri):
-            self.remote_target = contacts[0].uri
-        self.route_set = self._route_set(headers, uas=False)
-        self.to_header = _with_tag(self.to_header, self.remote_tag or "")
+        self._take_uac_dialog(headers)
         assert self.invite is not None
         credentials = tuple(
             (name, value) for name in ("Authorization", "Proxy-Authorization")
@@ -1088,6 +1145,13 @@ class SipCallLeg(Channel):
         )  # fmt: skip  (RFC 3261 13.2.2.4: the ACK carries the INVITE's credentials)
         self._ack = self._request("ACK", cseq=self.invite.headers.cseq.number, extra=credentials)
         self._send_ack()
+        if self.ended:
+            # Our CANCEL crossed this 2xx (the caller hung up, another device answered): the
+            # far end is in a call now. RFC 3261 15: ACK it, then BYE; call control hears nothing.
+            DIALOG_EVENTS["late_answer_ended"] += 1
+            log.info("event=sip_late_answer_ended leg=%s call_id=%s", self.name, self.call_id)
+            self._in_background(self._bye())
+            return
         self.confirmed = True
         self._learn_allow(headers)
         answered, _supported = requested_timer(headers, self.name)
@@ -1110,6 +1174,21 @@ class SipCallLeg(Channel):
             self.media.set_active(True)
             self._apply_direction(params, announce=False)
         self.emit(ChannelEvent(EventKind.ANSWERED))
+
+    def _take_uac_dialog(self, headers: Headers) -> None:
+        """The dialog's identity from the 2xx to our INVITE (RFC 3261 12.1.2): the far end's
+        tag, its Contact as the target, the reversed route set. A Contact we cannot read
+        leaves the target as the INVITE's Request-URI (logged, counted): the call goes on."""
+        self.remote_tag = headers.to_address.tag
+        try:
+            contacts = headers.contacts
+        except SipParseError as error:
+            _malformed("contact", self.name, error)
+            contacts = []
+        if contacts and isinstance(contacts[0].uri, SipUri):
+            self.remote_target = contacts[0].uri
+        self.route_set = self._route_set(headers, uas=False)
+        self.to_header = _with_tag(self.to_header, self.remote_tag or "")
 
     def _send_ack(self) -> None:
         assert self._ack is not None
@@ -1161,6 +1240,10 @@ class SipCallLeg(Channel):
             await asyncio.wait_for(self._send_in_dialog("BYE"), 40)
 
     async def _cancel(self) -> None:
+        if not await self._may_cancel():
+            DIALOG_EVENTS["cancel_not_needed"] += 1
+            log.info("event=sip_cancel_not_sent leg=%s call_id=%s reason=invite_ended", self.name, self.call_id)
+            return
         assert self.invite is not None
         headers = Headers()
         headers.add("Via", self.invite.headers.get_all("Via")[0])
@@ -1172,6 +1255,20 @@ class SipCallLeg(Channel):
         headers.add("Max-Forwards", "70")
         cancel = Request("CANCEL", self.invite.uri, headers)
         await self.stack.request(cancel, self.destination)
+
+    async def _may_cancel(self) -> bool:
+        """RFC 3261 9.1: no CANCEL before a provisional response (it could overtake the
+        INVITE and find nothing to cancel); none either once the INVITE has its final
+        response (a 2xx is ended with ACK and BYE, a failure needs nothing) or timed out."""
+        invite_task = self._invite_task
+        assert invite_task is not None
+        if not self._invite_provisional.is_set() and not invite_task.done():
+            provisional = asyncio.get_running_loop().create_task(self._invite_provisional.wait())
+            try:
+                await asyncio.wait((provisional, invite_task), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                provisional.cancel()
+        return not invite_task.done() and self._ack is None
 
     def _closed(self) -> None:
         for sent in (self._initial_2xx, self._reinvite):
@@ -1212,6 +1309,11 @@ def _timer_headers(timer: UasAnswer | None) -> tuple[tuple[str, str], ...]:
         if timer.require:
             headers += (("Require", TIMER),)
     return headers
+
+
+def _no_dialog(_call_id: str) -> SipCallLeg | None:
+    """A leg made outside the service knows no other dialogs."""
+    return None
 
 
 def _with_tag(header: str, tag: str) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from firmware.calls.channel import Role
 from firmware.config.schema import SiblingSiteConfig, SipConfig, SipPeerConfig
 from firmware.sip.calls import (
+    DIALOG_EVENTS,
     MALFORMED,
     SESSION_TIMERS,
     SipCallLeg,
@@ -172,6 +173,7 @@ class SipService:
             "unknown_dialogs": self.unknown_dialogs,
             "malformed_in_dialog": dict(MALFORMED),
             "session_timers": dict(SESSION_TIMERS),
+            "dialog_events": dict(DIALOG_EVENTS),
             "transport": self.stack.transport_status(),
             "registrar": self.registrar.status() if self.registrar is not None else None,
             "trunks": self.links.trunk_status(self._calls_to),
@@ -223,6 +225,7 @@ class SipService:
         )  # fmt: skip
         if destination is not None:
             leg.destination = destination
+        leg.dialogs = self.legs.get  # a REFER's Replaces is checked against the leg it names
         return leg
 
     def _legs_of(self, peer: SipPeerConfig) -> int:
@@ -408,11 +411,18 @@ class SipService:
         known = self.peer_for(source) is not None
         self._reply(transaction, request, 200 if known and event == "message-summary" else 481)
 
-    def _cancel(self, transaction: ServerTransaction, request: Request, _source: Address) -> None:
+    def _cancel(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
+        """A CANCEL ends the inbound INVITE it matches (RFC 3261 9.2: its transaction, not
+        just its Call-ID); our own outbound legs and anything unmatched get 481."""
         leg = self.legs.get(request.headers.call_id)
-        self._reply(transaction, request, 200 if leg is not None else 481)
-        if leg is not None:
-            leg.on_cancel()
+        if leg is None or not leg.cancelled_by(transaction, request):
+            DIALOG_EVENTS["cancel_unmatched"] += 1
+            log.info("event=sip_cancel_unmatched source=%s:%d call_id=%r",
+                     source[0], source[1], request.headers.call_id[:80])  # fmt: skip
+            self._reply(transaction, request, 481)
+            return
+        self._reply(transaction, request, 200)
+        leg.on_cancel()
 
 
 def _called_number(request: Request, did_from: str) -> str:
