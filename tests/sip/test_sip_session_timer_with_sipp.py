@@ -10,13 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import socket
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import Pbx, office_config, start_pbx
+from sipp_tools import (
+    SCENARIOS,
+    finish,
+    free_port,
+    needs_sipp,
+    sip_with_provider,
+    start_sipp,
+    target,
+    uas_port_fixture,  # noqa: F401  (pytest finds the uas_port fixture here)
+    wait_until,
+    with_voip_group,
+)
 
 from firmware.calls.channel import Channel, ChannelEvent, EventKind
 from firmware.calls.lifecycle import LegState
@@ -24,43 +33,9 @@ from firmware.selftest import test_tone as make_tone
 from firmware.sip import session_timer
 from firmware.sip.calls import SESSION_TIMERS
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-SIPP = shutil.which("sipp")
-pytestmark = pytest.mark.skipif(SIPP is None, reason="SIPp (Debian sip-tester) is not installed")
+pytestmark = needs_sipp
 SCALE = 1 / 45  # 90 s -> 2 s
 EXPIRED = ChannelEvent(EventKind.FAR_END_CLEARED, "session_expired")
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-async def start_sipp(*args: str) -> asyncio.subprocess.Process:
-    assert SIPP is not None
-    return await asyncio.create_subprocess_exec(
-        SIPP, "-i", "127.0.0.1", *args, "-nostdin", "-timeout", "20s", "-timeout_error",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = 25.0) -> tuple[int, str]:
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()
-        output, _ = await process.communicate()
-    return process.returncode or 0, output.decode(errors="replace")[-3000:]
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def record_events(pbx: Pbx) -> list[tuple[Channel, ChannelEvent, float]]:
@@ -99,40 +74,15 @@ def body(message: str) -> str:
 
 
 @pytest.fixture
-def provider_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-async def sip_pbx(provider_port: int, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Pbx:
+async def sip_pbx(uas_port: int, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Pbx:
     monkeypatch.setattr(session_timer, "TIME_SCALE", SCALE)
-    text = office_config(
-        f"""
-[sip]
-listen = "127.0.0.1:0"
-rtp_ports = [31400, 31600]
-
-[[sip.peers]]
-name = "provider"
-host = "127.0.0.1"
-port = {provider_port}
-incoming = {{ "201" = "201" }}
-"""
-    )
-    # Line group "voip" (access code 8) over the provider, allowed to staff like "city".
-    group = '[[line_groups]]\nname = "city"\naccess_code = "9"\n'
-    voip = '\n[[line_groups]]\nname = "voip"\naccess_code = "8"\nsip_peers = ["provider"]\n'
-    text = text.replace(group, group + voip).replace('line_groups = ["city"]', 'line_groups = ["city", "voip"]')
+    text = office_config(sip_with_provider(uas_port, (31400, 31600), 'incoming = { "201" = "201" }\n'))
+    text = with_voip_group(text, ["provider"])  # line group "voip" (access code 8), for staff too
     pbx = await start_pbx(text, data_dir)
     try:
         yield pbx
     finally:
         await pbx.app.stop()
-
-
-def target(pbx: Pbx) -> str:
-    host, port = pbx.app.sip.stack.local_address
-    return f"{host}:{port}"
 
 
 async def answered_call(pbx: Pbx, scenario: str, *extra: str) -> tuple[asyncio.subprocess.Process, Channel]:
@@ -213,9 +163,9 @@ async def test_a_provider_without_timers_is_refreshed_by_our_reinvite(sip_pbx: P
     await sip_pbx.wait_idle()
 
 
-async def test_a_provider_we_call_that_wants_refreshes_gets_updates(sip_pbx: Pbx, provider_port: int) -> None:
+async def test_a_provider_we_call_that_wants_refreshes_gets_updates(sip_pbx: Pbx, uas_port: int) -> None:
     before = dict(SESSION_TIMERS)
-    uas = await start_sipp("-sf", str(SCENARIOS / "timer_uas_wants_refresh.xml"), "-p", str(provider_port),
+    uas = await start_sipp("-sf", str(SCENARIOS / "timer_uas_wants_refresh.xml"), "-p", str(uas_port),
                            "-m", "1", "-mp", str(free_port()))  # fmt: skip
     try:
         await asyncio.sleep(0.3)
