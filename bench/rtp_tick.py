@@ -8,7 +8,7 @@ the tick's parts are run and timed one by one with `time.perf_counter`:
 * drain: `RtpEndpoint.drain()` (epoll + recvfrom + `RtpSession.receive` per packet);
 * decode: `decode_tick` (jitter-buffer pop, G.711 decode);
 * mix: the mixer's bridges;
-* encode: `encode_tick_into` (G.711 encode into the packet buffer, headers);
+* encode: `encode_payloads` (G.711 into the packet buffer) and the headers (`packet_into`);
 * sendto: the legs' sendto calls (what `write_from` does after encoding);
 then the phones read what came back. Loopback only, bounded (`--rounds`, default 500).
 
@@ -34,7 +34,7 @@ from common import run
 
 from firmware.media.codecs import PCMU
 from firmware.media.mixer import Mixer
-from firmware.media.rtp import HEADER_SIZE, PACKET_SIZE, decode_tick, encode_tick_into
+from firmware.media.rtp import HEADER_SIZE, PACKET_SIZE, decode_tick, encode_payloads
 from firmware.media.rtp_endpoint import RtpEndpoint, RtpPortRange
 
 HOST = "127.0.0.1"
@@ -90,7 +90,12 @@ async def measure(legs: int, rounds: int, profile: bool) -> dict[str, float]:
         outputs.fill(0)
         outputs[mixer._pair_slots] = inputs[mixer._pair_peers]
         t4 = clock()
-        lengths = encode_tick_into(endpoint._sessions, endpoint._rows, outputs, endpoint._packets)
+        encode_payloads(endpoint._sessions, endpoint._groups, outputs, endpoint._packets)
+        flat = endpoint._flat
+        lengths = [
+            session.packet_into(flat, index * PACKET_SIZE)
+            for index, session in enumerate(endpoint._sessions)
+        ]
         t5 = clock()
         views = endpoint._packet_views
         sessions = endpoint._sessions

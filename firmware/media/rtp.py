@@ -19,6 +19,7 @@ import random
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -881,40 +882,80 @@ def encode_tick(
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class CodecGroups:
+    """Which sessions share a stateless codec (one table look-up each), and which code alone.
+
+    `stateless`: (codec, positions in the session list, mixer rows); `stateful`: (position,
+    row) of legs whose codec has state (G.722). Worked out once per change of the legs
+    (`codec_groups`), not per tick.
+    """
+
+    stateless: tuple[tuple[Codec, Any, Any], ...]
+    stateful: tuple[tuple[int, int], ...]
+
+
+def codec_groups(sessions: Sequence[RtpSession], rows: Sequence[int]) -> CodecGroups:
+    """Group the sessions by codec (see `CodecGroups`); a group of all sessions in their
+    order gets a slice instead of an index array, so encoding writes without a scatter."""
+    batches: dict[Codec, tuple[list[int], list[int]]] = {}
+    stateful: list[tuple[int, int]] = []
+    for index, (session, row) in enumerate(zip(sessions, rows, strict=True)):
+        codec = session.codec
+        if codec.stateful:
+            stateful.append((index, row))
+            continue
+        batch = batches.setdefault(codec, ([], []))
+        batch[0].append(index)
+        batch[1].append(row)
+    count = len(sessions)
+    stateless = tuple(
+        (
+            codec,
+            slice(0, count) if len(indices) == count else np.asarray(indices, dtype=np.intp),
+            np.asarray(batch_rows, dtype=np.intp),
+        )
+        for codec, (indices, batch_rows) in batches.items()
+    )
+    return CodecGroups(stateless, tuple(stateful))
+
+
+def encode_payloads(
+    sessions: Sequence[RtpSession],
+    groups: CodecGroups,
+    outputs: np.ndarray,
+    packets: np.ndarray,
+) -> None:
+    """Encode every session's frame `outputs[row]` into the payload columns of its row of
+    `packets`: one table look-up per stateless codec; stateful codecs only while sending."""
+    for codec, positions, batch_rows in groups.stateless:
+        packets[positions, HEADER_SIZE:PACKET_SIZE] = codec.encode(outputs[batch_rows])
+    for index, row in groups.stateful:
+        session = sessions[index]
+        if session.sending:
+            packets[index, HEADER_SIZE:PACKET_SIZE] = session.codec.encode(outputs[row])
+
+
 def encode_tick_into(
     sessions: Sequence[RtpSession],
     rows: Sequence[int],
     outputs: np.ndarray,
     packets: np.ndarray,
+    groups: CodecGroups | None = None,
 ) -> list[int]:
     """Build this tick's packet for every session in place: row i of `packets` (uint8, at
     least len(sessions) x PACKET_SIZE, C-contiguous) gets session i's packet; returns each
     packet's length (0: nothing to send).
 
     The payloads of all G.711 legs are encoded with one table look-up per codec straight
-    into the packets' payload columns; each session then writes its 12-byte header in front
-    (`RtpSession.packet_into`), or a telephone-event packet while digits go out.
+    into the packets' payload columns (`encode_payloads`, with `groups` from
+    `codec_groups`, worked out here when not given); each session then writes its 12-byte
+    header in front (`RtpSession.packet_into`), or a telephone-event packet while digits go
+    out.
     """
-    batches: dict[Codec, tuple[list[int], list[int]]] = {}
-    for index, (session, row) in enumerate(zip(sessions, rows, strict=True)):
-        if not session.sending:
-            continue
-        codec = session.codec
-        if codec.stateful:
-            packets[index, HEADER_SIZE:PACKET_SIZE] = codec.encode(outputs[row])
-            continue
-        batch = batches.get(codec)
-        if batch is None:
-            batches[codec] = ([index], [row])
-        else:
-            batch[0].append(index)
-            batch[1].append(row)
-    count = len(sessions)
-    for codec, (indices, batch_rows) in batches.items():
-        if len(indices) == count:  # one codec for all legs: no scatter
-            packets[:count, HEADER_SIZE:PACKET_SIZE] = codec.encode(outputs[batch_rows])
-        else:
-            packets[indices, HEADER_SIZE:PACKET_SIZE] = codec.encode(outputs[batch_rows])
+    if groups is None:
+        groups = codec_groups(sessions, rows)
+    encode_payloads(sessions, groups, outputs, packets)
     flat = memoryview(packets).cast("B")  # pack_into on a memoryview is the cheap way in
     stride = packets.shape[1]
     return [session.packet_into(flat, index * stride) for index, session in enumerate(sessions)]
