@@ -55,6 +55,10 @@ def phone_office(extra: str, rtp_ports: tuple[int, int]) -> str:
     text = office_config(sip_section(rtp_ports) + extra)
     assert "ring_timeout_s = 2.0\n" in text
     text = text.replace("ring_timeout_s = 2.0\n", "ring_timeout_s = 8.0\n")
+    # Busy tone for 5 s, not 1 s: a phone process slow to report its hang-up must not make
+    # the desk phone's busy cadence end before the test listens.
+    assert "lockout_tone_s = 1.0\n" in text
+    text = text.replace("lockout_tone_s = 1.0\n", "lockout_tone_s = 5.0\n")
     desk = 'number = "205"\nname = "Warehouse"\nport = 5\n'
     assert desk in text
     return text.replace(desk, f'number = "205"\nname = "Warehouse"\nsip_password = "{PHONE_PASSWORD}"\n')
