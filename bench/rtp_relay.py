@@ -197,16 +197,16 @@ class MixedCalls:
         return [leg.local_port for leg in self.legs]
 
     def totals(self) -> tuple[int, int]:
-        return (
-            sum(leg.session.packets_received for leg in self.legs),
-            sum(leg.session.packets_sent for leg in self.legs),
-        )
+        counters = [leg.counters for leg in self.legs]  # hands back the fast lane's counts
+        return sum(c.packets_in for c in counters), sum(c.packets_out for c in counters)
 
     def extra(self) -> dict[str, Any]:
         counters = [leg.counters for leg in self.legs]
         return {
             "late_or_duplicate": sum(c.late + c.duplicates for c in counters),
             "concealed": sum(c.concealed for c in counters),
+            "fast_lane_entered": self.endpoint.lane.entered,
+            "fast_lane_left": self.endpoint.lane.left,
         }
 
     async def stop_sending(self) -> None:

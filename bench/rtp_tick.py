@@ -5,14 +5,15 @@ Opens N RTP legs on the real `RtpEndpoint` (N/2 bridged calls, PCMU), with N pla
 the tick's parts are run and timed one by one with `time.perf_counter`:
 
 * send: the phones' sendto (the test's cost, shown for scale, not the appliance's);
-* drain: `RtpEndpoint.drain()` (epoll + recvfrom + `RtpSession.receive` per packet);
-* decode: `decode_tick` (jitter-buffer pop, G.711 decode);
+* drain: `RtpEndpoint.drain()` (epoll + recvfrom, then the fast lane's numpy filing, or
+  `RtpSession.receive` per packet with --slow);
+* decode: the endpoint's play-out (`FastLane.play_out`, or `decode_tick` with --slow);
 * mix: the mixer's bridges;
 * encode: `encode_payloads` (G.711 into the packet buffer) and the headers (`packet_into`);
 * sendto: the legs' sendto calls (what `write_from` does after encoding);
 then the phones read what came back. Loopback only, bounded (`--rounds`, default 500).
 
-    .venv/bin/python bench/rtp_tick.py [--legs 200] [--rounds 500] [--profile]
+    .venv/bin/python bench/rtp_tick.py [--legs 200] [--rounds 500] [--profile] [--slow]
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ HOST = "127.0.0.1"
 _HEADER = struct.Struct("!BBHII")
 
 
-async def measure(legs: int, rounds: int, profile: bool) -> dict[str, float]:
+async def measure(legs: int, rounds: int, profile: bool, fast: bool) -> dict[str, float]:
     mixer = Mixer(capacity=legs + 8)
     endpoint = RtpEndpoint(RtpPortRange(40000, 50000), drain_interval=3600.0)
     mixer.add_endpoint(endpoint)
@@ -72,6 +73,9 @@ async def measure(legs: int, rounds: int, profile: bool) -> dict[str, float]:
     for round_ in range(rounds + warm):
         if round_ == warm:
             parts = dict.fromkeys(parts, 0.0)
+            if fast:
+                entered = sum(endpoint.lane.enter(leg) for leg in rtp_legs)
+                assert entered == legs, f"only {entered} legs took the fast lane"
             if profiler is not None:
                 profiler.enable()
         packet = _HEADER.pack(0x80, 0, round_ & 0xFFFF, round_ * 160, 0x1234) + payloads[round_ % 50]
@@ -83,7 +87,10 @@ async def measure(legs: int, rounds: int, profile: bool) -> dict[str, float]:
         t2 = clock()
         inputs = mixer.inputs
         inputs.fill(0)
-        decode_tick(endpoint._sessions, endpoint._rows, inputs)
+        if fast:
+            endpoint.read_into(inputs)  # its own drain finds nothing left: one empty poll
+        else:
+            decode_tick(endpoint._sessions, endpoint._rows, inputs)
         t3 = clock()
         mixer._rebuild_topology() if mixer._topology_dirty else None
         outputs = mixer.outputs
@@ -124,12 +131,16 @@ def main() -> int:
     parser.add_argument("--legs", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=500)
     parser.add_argument("--profile", action="store_true", help="cProfile the rounds too")
+    parser.add_argument(
+        "--slow", action="store_true", help="keep every leg off the fast lane (packet by packet)"
+    )
     args = parser.parse_args()
     if not 2 <= args.legs <= 2000 or args.legs % 2 or not 1 <= args.rounds <= 5000:
         parser.error("an even number of legs 2-2000, rounds 1-5000")
-    parts = run(lambda: measure(args.legs, args.rounds, args.profile))
+    parts = run(lambda: measure(args.legs, args.rounds, args.profile, not args.slow))
     appliance = sum(value for key, value in parts.items() if key != "send")
-    print(f"{args.legs} legs, µs per tick (per leg):")
+    lane = "packet by packet" if args.slow else "fast lane"
+    print(f"{args.legs} legs ({lane}), µs per tick (per leg):")
     for key, value in parts.items():
         print(f"  {key:7s} {value:8.1f}  ({value / args.legs:5.2f})")
     print(

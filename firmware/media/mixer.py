@@ -295,7 +295,13 @@ class Mixer:
         return self._recordings.pop(slot, None)
 
     def add_endpoint(self, endpoint: MediaEndpoint) -> None:
+        """Add a source and sink of frames; one with an `attach_clock(mixer)` method is told
+        which mixer ticks it (the RTP endpoint reads its sockets on the tick while the
+        clock runs, see `running`)."""
         self._endpoints.append(endpoint)
+        attach = getattr(endpoint, "attach_clock", None)
+        if attach is not None:
+            attach(self)
 
     def remove_endpoint(self, endpoint: MediaEndpoint) -> None:
         self._endpoints.remove(endpoint)
@@ -352,6 +358,11 @@ class Mixer:
         self.ticks += 1
 
     # ----- the clock ---------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True while the 20 ms clock runs (between `start` and `stop`)."""
+        return self._task is not None and not self._task.done()
 
     def start(self) -> None:
         if self._task is None:

@@ -51,6 +51,7 @@ from firmware.media.rtp import (
     decode_tick,
     encode_payloads,
 )
+from firmware.media.rtp_fast import FastLane
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,9 @@ class RtpLeg:
         "_slot",
         "active",
         "context",
+        "fast",
         "held",
+        "lane_row",
         "local_host",
         "local_port",
         "on_digit",
@@ -244,6 +247,8 @@ class RtpLeg:
         self._slot = slot
         self.session = session
         self._receive = session.receive  # bound once: the per-packet path skips a lookup
+        self.lane_row = -1  # this leg's row in the endpoint's fast lane
+        self.fast = False  # in the fast lane: its session's receive state is lent out
         self.sock = sock
         self.local_host = local_host
         self.local_port = local_port
@@ -289,12 +294,14 @@ class RtpLeg:
         An IP address only (ValueError otherwise): a host name would be resolved, blocking,
         inside the mixer tick."""
         _check_address(address)
+        self._endpoint._lane.leave(self)
         self.session.set_remote(address)
 
     def set_codec(
         self, codec_name: str, payload_type: int, telephone_event_pt: int | None = None
     ) -> None:
         """A renegotiated codec (re-INVITE); G.722 gets a fresh coder state."""
+        self._endpoint._lane.leave(self)
         self.session.set_codec(new_codec(codec_name), payload_type, telephone_event_pt)
         self._endpoint._topology_changed()  # the tick groups legs by codec
 
@@ -303,12 +310,16 @@ class RtpLeg:
         Resumed: send again and count inactivity from now."""
         self.held = held
         self.session.sending = not held
+        if self.fast:
+            self._endpoint._lane.hand_back_counters(self)
         if not held:
             self.session.restart_inactivity(_monotonic())
 
     def set_active(self, active: bool) -> None:
         """Active (answered): silence from the far end counts as inactivity, from now on."""
         self.active = active
+        if self.fast:
+            self._endpoint._lane.hand_back_counters(self)
         if active:
             self.session.restart_inactivity(_monotonic())
 
@@ -319,6 +330,8 @@ class RtpLeg:
 
     @property
     def counters(self) -> RtpLegCounters:
+        if self.fast:
+            self._endpoint._lane.hand_back_counters(self)
         session = self.session
         report = session.reception_report()
         return RtpLegCounters(
@@ -417,10 +430,27 @@ class RtpEndpoint:
         self._rearm: asyncio.TimerHandle | None = None
         self.read_errors = 0  # ICMP errors reported on a read, and refused reads
         self.drains = 0
+        self._lane = FastLane()
+        self._lane_rows = np.zeros(0, dtype=np.intp)  # the tick's legs' rows in the lane
+        self._slots = np.zeros(0, dtype=np.intp)  # the tick's legs' mixer slots
+        self._clock: Any = None  # the mixer that ticks us (attach_clock)
 
     @property
     def legs(self) -> tuple[RtpLeg, ...]:
         return tuple(self._legs)
+
+    @property
+    def lane(self) -> FastLane:
+        return self._lane
+
+    def attach_clock(self, mixer: Any) -> None:
+        """The mixer that ticks this endpoint (called by `Mixer.add_endpoint`). While its
+        clock runs, the sockets are read on the tick only, and steady legs take the fast
+        lane; otherwise the loop reads them when readable, packet by packet."""
+        self._clock = mixer
+
+    def _clock_running(self) -> bool:
+        return self._clock is not None and bool(self._clock.running)
 
     # ----- legs ----------------------------------------------------------------------------
 
@@ -477,6 +507,7 @@ class RtpEndpoint:
             sock.close()
             self.ports.release(port)
             raise
+        leg.lane_row = self._lane.take_row()
         self._by_fd[sock.fileno()] = leg
         self._legs[leg] = None
         self._topology_changed()
@@ -498,6 +529,7 @@ class RtpEndpoint:
                     self._poller.unregister(fd)
         leg.sock.close()  # closed now: the port can be bound again at once
         self.ports.release(leg.local_port)
+        self._lane.give_row(leg.lane_row)
         log.debug("event=rtp_leg_closed port=%d counters=%s", leg.local_port, leg.counters)
         if not self._by_fd:
             self._close_poller()  # no leg, no descriptor of ours left open
@@ -519,6 +551,7 @@ class RtpEndpoint:
         self._forget(leg)
 
     def _forget(self, leg: RtpLeg) -> None:
+        self._lane.leave(leg)  # its session has everything before it goes
         if leg in self._legs:
             del self._legs[leg]
             self._topology_changed()
@@ -540,6 +573,8 @@ class RtpEndpoint:
         # garbage collector's full passes (a tenth of a core at 100 calls/s).
         self._socks = [leg.sock for leg in legs]
         self._groups = codec_groups(self._sessions, self._rows)
+        self._lane_rows = np.fromiter((leg.lane_row for leg in legs), dtype=np.intp, count=len(legs))
+        self._slots = np.asarray(self._rows, dtype=np.intp)
         if self._packets.shape[0] < len(legs):
             self._packets = np.zeros((max(16, 2 * len(legs)), PACKET_SIZE), dtype=np.uint8)
             self._flat = flat = memoryview(self._packets).cast("B")
@@ -584,9 +619,15 @@ class RtpEndpoint:
 
     def _resume(self) -> None:
         self._rearm = None
-        if self._poller is not None and self._loop is not None and self._by_fd:
-            self._loop.add_reader(self._poller.fileno(), self._on_readable)
-            self._watching = True
+        if self._poller is None or self._loop is None or not self._by_fd:
+            return
+        if self._clock_running():
+            # The tick reads every socket 50 times a second: no need for the loop to wake
+            # on each packet. Look again later, in case the clock stops.
+            self._rearm = self._loop.call_later(0.1, self._resume)
+            return
+        self._loop.add_reader(self._poller.fileno(), self._on_readable)
+        self._watching = True
 
     def drain(self, rounds: int = 8) -> int:
         """Read every packet waiting on the legs' sockets; returns how many were read.
@@ -599,12 +640,15 @@ class RtpEndpoint:
             return 0
         self.drains += 1
         by_fd = self._by_fd
+        lane = self._lane
         now = _monotonic()
         count = 0
         for _round in range(rounds):
             ready = poller.poll(0)
             if not ready:
                 break
+            fast_legs: list[RtpLeg] = []
+            fast_data: list[bytes] = []
             for fd, _events in ready:
                 leg = by_fd.get(fd)
                 if leg is None:
@@ -618,9 +662,21 @@ class RtpEndpoint:
                     leg.send_errors += 1
                     continue
                 count += 1
+                if leg.fast:
+                    if len(data) == PACKET_SIZE and addr == leg.session.learned_remote:
+                        fast_legs.append(leg)
+                        fast_data.append(data)
+                        continue
+                    lane.leave(leg)
                 digits = leg._receive(data, addr, now)
                 if digits:
                     leg._loop.call_soon(leg._report, digits)
+            if fast_legs:
+                for position in lane.receive(fast_legs, fast_data, now):
+                    leg = fast_legs[position]
+                    digits = leg._receive(fast_data[position], leg.session.learned_remote, now)
+                    if digits:
+                        leg._loop.call_soon(leg._report, digits)
         return count
 
     # ----- the mixer's side (once per 20 ms tick) -------------------------------------------
@@ -629,8 +685,27 @@ class RtpEndpoint:
         self.drain()
         if self._dirty:
             self._rebuild()
-        if self._sessions:
-            decode_tick(self._sessions, self._rows, inputs)
+        sessions = self._sessions
+        if not sessions:
+            return
+        fast = self._lane.fast[self._lane_rows]
+        if not fast.any():
+            decode_tick(sessions, self._rows, inputs)
+            return
+        fast_positions = np.flatnonzero(fast)
+        missing = self._lane.play_out(
+            self._tick_legs,
+            fast_positions,
+            self._lane_rows[fast_positions],
+            self._slots[fast_positions],
+            inputs,
+        )
+        slow = np.flatnonzero(~fast).tolist()
+        if missing:
+            slow = sorted(slow + missing)
+        if slow:
+            rows = self._rows
+            decode_tick([sessions[i] for i in slow], [rows[i] for i in slow], inputs)
 
     def write_from(self, outputs: np.ndarray) -> None:
         if self._dirty:
@@ -670,7 +745,12 @@ class RtpEndpoint:
     def _run_timers(self) -> None:
         """Digits whose end was lost, and inactivity of active legs that are not held."""
         now = _monotonic()
+        lane = self._lane if self._clock_running() else None
         for leg in self._tick_legs:
+            if leg.fast:
+                continue  # receiving steadily: no digit pending, no silence
+            if lane is not None and lane.enter(leg):
+                continue
             session = leg.session
             if leg.active and not leg.held:
                 reports: tuple[DigitReceived | MediaTimeout, ...] = session.poll(now)
