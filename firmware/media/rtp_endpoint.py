@@ -3,22 +3,29 @@
 One `RtpEndpoint` per appliance is added to the mixer. Each SIP leg gets an `RtpLeg`: a UDP
 socket on an even port of the configured range, an `RtpSession` (sans-I/O, in
 `firmware.media.rtp`) and a mixer slot. The work is split so Python runs as little as
-possible per packet:
+possible per packet (at 100 calls, 10,000 packets a second come in and as many go out):
 
-- per packet (`RtpLeg.datagram_received`): one clock read and `RtpSession.receive`, which
-  unpacks the header and stores the payload bytes in the jitter buffer. Nothing is decoded
-  and nothing is allocated by us; a completed RFC 4733 digit is handed to the loop with
-  `call_soon` (rare);
-- per 20 ms tick (`read_into` / `write_from`, called by the mixer): one jitter-buffer pop per
-  leg and one numpy decode per codec for all legs (`decode_tick`), one numpy encode per codec
-  (`encode_tick`) and one `sendto` per leg;
-- every few ticks: the sessions' timers (a digit whose end packets were lost, inactivity).
+- receiving (`drain`): the sockets are not the event loop's; they sit in one epoll set of
+  ours. While the mixer clock runs, the tick reads them just before play-out (one
+  `epoll_wait`, one `recvfrom` per waiting datagram); otherwise the loop wakes when any is
+  readable, drains them all and rests `drain_interval`. A steady G.711 leg is in the fast
+  lane (`firmware.media.rtp_fast`): its packets of a round are checked and filed for all
+  such legs at once with numpy; any other packet goes through `RtpSession.receive`, which
+  unpacks the header and stores the payload bytes in the jitter buffer. A completed RFC
+  4733 digit is handed to the loop with `call_soon` (rare);
+- per 20 ms tick (`read_into` / `write_from`, called by the mixer): the fast lane's frames
+  are decoded for all its legs at once, the others are popped from their jitter buffers and
+  decoded with one numpy call per codec (`decode_tick`); payloads are encoded per codec
+  group straight into one packet buffer, each session writes its header in front
+  (`RtpSession.packet_into`), and one `sendto` per leg goes straight on its socket;
+- every few ticks: the sessions' timers (a digit whose end packets were lost, inactivity)
+  for legs outside the fast lane, and steady legs are taken into it.
 
-The lists the tick walks (sessions, slots, legs) are rebuilt only when a leg opens or
-closes. Ports are handed out from a pool of even ports (RTCP's odd neighbour is kept out of
-other uses by the pairing, though RTCP itself is not sent yet); a port that some other
-program holds is skipped, a freed port goes to the back of the pool so late packets of an
-ended call do not land in the next one.
+The lists the tick walks (sessions, slots, legs, codec groups) are rebuilt at most once per
+tick, when legs opened, closed or moved. Ports are handed out from a pool of even ports
+(RTCP's odd neighbour is kept out of other uses by the pairing, though RTCP itself is not
+sent yet); a port that some other program holds is skipped, a freed port goes to the back
+of the pool so late packets of an ended call do not land in the next one.
 """
 
 from __future__ import annotations
