@@ -229,6 +229,7 @@ class RtpLeg:
         "on_timeout",
         "port_released",
         "send_errors",
+        "send_fast",
         "session",
         "sock",
         "timeouts",
@@ -256,6 +257,7 @@ class RtpLeg:
         self._receive = session.receive  # bound once: the per-packet path skips a lookup
         self.lane_row = -1  # this leg's row in the endpoint's fast lane
         self.fast = False  # in the fast lane: its session's receive state is lent out
+        self.send_fast = False  # ... and its numbering of what it sends
         self.sock = sock
         self.local_host = local_host
         self.local_port = local_port
@@ -309,6 +311,7 @@ class RtpLeg:
     ) -> None:
         """A renegotiated codec (re-INVITE); G.722 gets a fresh coder state."""
         self._endpoint._lane.leave(self)
+        self._endpoint._lane.leave_sending(self)
         self.session.set_codec(new_codec(codec_name), payload_type, telephone_event_pt)
         self._endpoint._topology_changed()  # the tick groups legs by codec
 
@@ -316,6 +319,7 @@ class RtpLeg:
         """Held: send nothing and do not watch for inactivity (the far end may go quiet).
         Resumed: send again and count inactivity from now."""
         self.held = held
+        self._endpoint._lane.leave_sending(self)
         self.session.sending = not held
         if self.fast:
             self._endpoint._lane.hand_back_counters(self)
@@ -333,12 +337,15 @@ class RtpLeg:
     def send_digits(self, digits: str, *, duration_ms: int = 100, gap_ms: int = 60) -> None:
         """Queue digits to go out as RFC 4733 events ('!' is a flash); ValueError on a bad
         digit, RuntimeError when the far end did not accept telephone-event."""
+        self._endpoint._lane.leave_sending(self)
         self.session.send_digits(digits, duration_ms=duration_ms, gap_ms=gap_ms)
 
     @property
     def counters(self) -> RtpLegCounters:
         if self.fast:
             self._endpoint._lane.hand_back_counters(self)
+        if self.send_fast:
+            self._endpoint._lane.hand_back_sent(self)
         session = self.session
         report = session.reception_report()
         return RtpLegCounters(
@@ -559,6 +566,7 @@ class RtpEndpoint:
 
     def _forget(self, leg: RtpLeg) -> None:
         self._lane.leave(leg)  # its session has everything before it goes
+        self._lane.leave_sending(leg)
         if leg in self._legs:
             del self._legs[leg]
             self._topology_changed()
@@ -721,15 +729,29 @@ class RtpEndpoint:
         if not sessions:
             return
         encode_payloads(sessions, self._groups, outputs, self._packets)
+        lane = self._lane
+        send_fast = lane.send_fast[self._lane_rows]
+        if send_fast.any():
+            if send_fast.all():
+                lane.write_headers(slice(0, len(sessions)), self._lane_rows, self._packets)
+            else:
+                positions = np.flatnonzero(send_fast)
+                lane.write_headers(positions, self._lane_rows[positions], self._packets)
+            plain = send_fast.tolist()
+        else:
+            plain = None
         views = self._packet_views
         socks = self._socks
         flat = self._flat
-        offset = 0
+        offset = -PACKET_SIZE
         for index, session in enumerate(sessions):
-            length = session.packet_into(flat, offset)
             offset += PACKET_SIZE
-            if not length:
-                continue
+            if plain is not None and plain[index]:
+                length = PACKET_SIZE
+            else:
+                length = session.packet_into(flat, offset)
+                if not length:
+                    continue
             address = session.learned_remote
             if address is None:
                 address = session.signalled_remote
@@ -754,6 +776,8 @@ class RtpEndpoint:
         now = _monotonic()
         lane = self._lane if self._clock_running() else None
         for leg in self._tick_legs:
+            if lane is not None and not leg.send_fast:
+                lane.enter_sending(leg)
             if leg.fast:
                 continue  # receiving steadily: no digit pending, no silence
             if lane is not None and lane.enter(leg):

@@ -88,6 +88,13 @@ class FastLane:
         self.dropped = grown(get("dropped"), (), np.int64)
         self.have = grown(get("have"), (RING,), bool)
         self.ring = grown(get("ring"), (RING, FRAME), np.uint8)
+        # Sending: legs whose next packets are plain audio get their headers in numpy.
+        self.send_fast = grown(get("send_fast"), (), bool)
+        self.out_payload_type = grown(get("out_payload_type"), (), np.int64)
+        self.out_ssrc = grown(get("out_ssrc"), (), np.int64)
+        self.out_sequence = grown(get("out_sequence"), (), np.int64)
+        self.out_timestamp = grown(get("out_timestamp"), (), np.int64)
+        self.sent = grown(get("sent"), (), np.int64)  # sent while fast, not yet handed back
         self._free.extend(range(capacity - 1, old - 1, -1))
         self.capacity = capacity
 
@@ -96,11 +103,73 @@ class FastLane:
             self._grow(self.capacity * 2)
         row = self._free.pop()
         self.fast[row] = False
+        self.send_fast[row] = False
         return row
 
     def give_row(self, row: int) -> None:
         self.fast[row] = False
+        self.send_fast[row] = False
         self._free.append(row)
+
+    # ----- sending --------------------------------------------------------------------------
+
+    def enter_sending(self, leg: RtpLeg) -> bool:
+        """Take over the leg's numbering while its packets are plain audio: sending, in a
+        talkspurt (the marker is out), no digit going out or waiting, G.711."""
+        session = leg.session
+        if (
+            leg.send_fast
+            or not session.sending
+            or not session._talking
+            or session._event is not None
+            or session._outgoing_events
+            or session._gap_ticks
+            or id(session.codec) not in _LAWS
+        ):
+            return False
+        row = leg.lane_row
+        self.out_payload_type[row] = session.payload_type
+        self.out_ssrc[row] = session.ssrc
+        self.out_sequence[row] = session._sequence
+        self.out_timestamp[row] = session._timestamp
+        self.sent[row] = 0
+        self.send_fast[row] = True
+        leg.send_fast = True
+        return True
+
+    def hand_back_sent(self, leg: RtpLeg) -> None:
+        """Bring the session's numbering and sent counters up to date (stays in the lane)."""
+        row = leg.lane_row
+        session = leg.session
+        sent = int(self.sent[row])
+        session.packets_sent += sent
+        session.bytes_sent += sent * FRAME
+        self.sent[row] = 0
+        session._sequence = int(self.out_sequence[row])
+        session._timestamp = int(self.out_timestamp[row])
+
+    def leave_sending(self, leg: RtpLeg) -> None:
+        if not leg.send_fast:
+            return
+        self.hand_back_sent(leg)
+        self.send_fast[leg.lane_row] = False
+        leg.send_fast = False
+
+    def write_headers(self, positions: Any, rows: np.ndarray, packets: np.ndarray) -> None:
+        """This tick's RTP headers for the sending-fast legs at `positions` of the packet
+        buffer (lane `rows`), as `RtpSession.packet_into` would write them, numbering on."""
+        sequence = self.out_sequence[rows]
+        timestamp = self.out_timestamp[rows]
+        header = np.empty((rows.size, HEADER_SIZE), dtype=np.uint8)
+        header[:, 0] = 0x80
+        header[:, 1] = self.out_payload_type[rows]
+        header[:, 2:4] = sequence.astype(">u2").view(np.uint8).reshape(-1, 2)
+        header[:, 4:8] = timestamp.astype(">u4").view(np.uint8).reshape(-1, 4)
+        header[:, 8:12] = self.out_ssrc[rows].astype(">u4").view(np.uint8).reshape(-1, 4)
+        packets[positions, :HEADER_SIZE] = header
+        self.out_sequence[rows] = (sequence + 1) & 0xFFFF
+        self.out_timestamp[rows] = (timestamp + FRAME) & _TIMESTAMP_MASK
+        self.sent[rows] += 1
 
     # ----- entering and leaving -------------------------------------------------------------
 

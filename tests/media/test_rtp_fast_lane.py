@@ -184,3 +184,67 @@ async def test_the_running_clock_takes_steady_legs_into_the_lane_and_they_carry_
         for phone in phones:
             phone.close()
         await endpoint.close()
+
+
+async def test_headers_written_in_numpy_are_those_the_session_would_write() -> None:
+    mixer = Mixer()
+    endpoint = RtpEndpoint(RtpPortRange(30000, 40000), drain_interval=3600.0)
+    mixer.add_endpoint(endpoint)
+    t = np.arange(FRAME_SAMPLES * 10) / 8000.0
+    mixer.sounds.add("tone", np.rint(5000 * np.sin(2 * np.pi * 800 * t)).astype(np.int16), loop=True)
+    phones = []
+    for _ in range(2):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((HOST, 0))
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        phones.append(sock)
+    try:
+        legs = []
+        for phone in phones:
+            slot = mixer.allocate("leg")
+            mixer.play(slot, "tone")
+            legs.append(await endpoint.open_leg(slot, HOST, "PCMU", 0, EVENT_PT, phone.getsockname()))
+        for leg in legs:  # the same numbering, so both streams must match byte for byte
+            leg.session.ssrc, leg.session._sequence, leg.session._timestamp = 0x1234, 65530, 4294967000
+        fast, ordinary = legs
+        ticks_fast = 0
+        for tick in range(150):
+            if tick == 30:
+                for leg in legs:
+                    leg.send_digits("1#")
+            if tick == 60:
+                for leg in legs:
+                    leg.hold(True)
+            if tick == 70:
+                for leg in legs:
+                    leg.hold(False)
+            if tick == 100:
+                for leg in legs:
+                    leg.set_codec("PCMA", 8, EVENT_PT)
+            if tick == 120:
+                assert fast.counters.packets_out == ordinary.counters.packets_out
+            mixer.tick()
+            ticks_fast += fast.send_fast
+            endpoint.lane.enter_sending(fast)  # whenever it can
+        await asyncio.sleep(0.05)
+        streams = []
+        for phone in phones:
+            got = []
+            while True:
+                try:
+                    got.append(phone.recv(2048))
+                except BlockingIOError:
+                    break
+            streams.append(got)
+        assert ticks_fast > 90
+        assert len(streams[0]) > 130 and streams[0] == streams[1]
+        a, b = fast.counters, ordinary.counters
+        assert (a.packets_out, a.bytes_out) == (b.packets_out, b.bytes_out)
+        endpoint.lane.leave_sending(fast)
+        assert fast.session._sequence == ordinary.session._sequence
+        assert fast.session._timestamp == ordinary.session._timestamp
+    finally:
+        for phone in phones:
+            phone.close()
+        await endpoint.close()
