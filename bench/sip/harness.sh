@@ -42,7 +42,7 @@ for _ in $(seq 100); do
 done
 echo "appliance pid $PBX, output in $OUT" >&2
 if [ "${PROFILE:-0}" = 1 ]; then
-    "$ROOT/.venv/bin/py-spy" record --pid "$PBX" --format raw --rate 200 --gil ${SPY_ARGS:-} \
+    "$ROOT/.venv/bin/py-spy" record --pid "$PBX" --format raw --rate 200 ${SPY_ARGS:---gil} \
         --output "$OUT/profile.raw" >"$OUT/py-spy.log" 2>&1 &
     SPY=$!
 fi
