@@ -72,7 +72,7 @@ class SipService:
         self.requests_by_method: dict[str, int] = {}
         self.calls: CallManager | None = None
         self.rtp: RtpEndpoint | None = None
-        self.legs: dict[str, SipCallLeg] = {}  # by Call-ID
+        self.legs = LegTable()  # by Call-ID, with a count per peer
         self.rejected_peers = 0
         self._leg_counter = 0
         if mixer is not None:
@@ -203,7 +203,7 @@ class SipService:
         return self.links.available(name)
 
     def _calls_to(self, peer_name: str) -> int:
-        return sum(1 for leg in self.legs.values() if leg.peer.name == peer_name)
+        return self.legs.count(peer_name)
 
     def _reply(self, transaction: ServerTransaction, request: Request, status: int) -> None:
         response = make_response(request, status)
@@ -229,7 +229,7 @@ class SipService:
         return leg
 
     def _legs_of(self, peer: SipPeerConfig) -> int:
-        return sum(1 for leg in self.legs.values() if leg.peer.name == peer.name)
+        return self.legs.count(peer.name)
 
     def _invite(self, transaction: ServerTransaction, request: Request, source: Address) -> None:
         headers = request.headers
@@ -435,3 +435,33 @@ def _called_number(request: Request, did_from: str) -> str:
         except SipParseError:
             return ""
     return uri.user if isinstance(uri, SipUri) and uri.user else ""
+
+
+class LegTable(dict[str, SipCallLeg]):
+    """Legs by Call-ID that also count them per peer: the channel limit is checked on every
+    INVITE, and a scan of every leg was a tenth of the Python time at 100 calls/s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._per_peer: dict[str, int] = {}
+
+    def __setitem__(self, call_id: str, leg: SipCallLeg) -> None:
+        old = self.get(call_id)
+        if old is not None:
+            self._uncount(old)
+        super().__setitem__(call_id, leg)
+        self._per_peer[leg.peer.name] = self._per_peer.get(leg.peer.name, 0) + 1
+
+    def __delitem__(self, call_id: str) -> None:
+        self._uncount(self[call_id])
+        super().__delitem__(call_id)
+
+    def _uncount(self, leg: SipCallLeg) -> None:
+        left = self._per_peer.get(leg.peer.name, 0) - 1
+        if left > 0:
+            self._per_peer[leg.peer.name] = left
+        else:
+            self._per_peer.pop(leg.peer.name, None)
+
+    def count(self, peer_name: str) -> int:
+        return self._per_peer.get(peer_name, 0)

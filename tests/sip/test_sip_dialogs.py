@@ -597,3 +597,21 @@ async def test_uac_leg_takes_hold_from_the_called_far_end() -> None:
     assert h.stack.last().status == 200 and direction(h.stack.last()) == "recvonly"
     assert h.kinds() == [EventKind.ANSWERED, EventKind.HOLD] and h.media.held
     await h.close()
+
+
+def test_the_leg_table_counts_legs_per_peer() -> None:
+    """max_channels is checked against this count on every INVITE."""
+    from types import SimpleNamespace
+
+    from firmware.sip.service import LegTable
+
+    table = LegTable()
+    a, b, c = (SimpleNamespace(peer=SimpleNamespace(name=n)) for n in ("provider", "provider", "sibling:porto"))
+    table["1"], table["2"], table["3"] = a, b, c  # type: ignore[assignment]
+    assert (table.count("provider"), table.count("sibling:porto"), table.count("other")) == (2, 1, 0)
+    table["2"] = c  # type: ignore[assignment]  # a Call-ID re-registered to another leg
+    assert (table.count("provider"), table.count("sibling:porto")) == (1, 2)
+    del table["1"]
+    del table["2"]
+    del table["3"]
+    assert table == {} and table.count("provider") == 0 and table.count("sibling:porto") == 0
