@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from firmware.calls.cdr import CdrStore, Direction, Disposition, HangupSide, record_to_json
@@ -476,9 +476,7 @@ class CallManager(OutsideCalls, TransferCalls):
             draft.called_extension = draft.called_extension or number
             tried.add(number)
             callee = self.extension_channel(number)
-            devices = self.extra_devices(number) if self.extra_devices is not None else []
-            for device in devices:
-                device.handler = self._on_event
+            devices = self._devices_of(number)
             if (callee is None or not callee.in_service) and not devices:
                 await self._reject(
                     session, caller, "congestion", Disposition.FAILED, "extension_out_of_service"
@@ -507,6 +505,21 @@ class CallManager(OutsideCalls, TransferCalls):
                 )
             log.info("event=forward_no_answer call=%d from=%s to=%s", session.id, number, target)
             number = target
+
+    def _devices_of(self, number: str) -> list[Channel]:
+        """The extension's registered SIP phones as fresh legs, their events routed here."""
+        devices = self.extra_devices(number) if self.extra_devices is not None else []
+        for device in devices:
+            device.handler = self._on_event
+        return devices
+
+    def _ringable(self, numbers: Sequence[str]) -> list[Channel]:
+        """What rings for a call to these extensions: each idle desk phone and every
+        registered SIP phone (a busy or lifted desk phone is skipped, its SIP phones not)."""
+        desks = [self.extension_channel(number) for number in numbers]
+        free = [d for d in desks if d is not None and d.state == LegState.IDLE and d.in_service
+                and not self.is_off_hook(d)]  # fmt: skip
+        return free + [device for number in numbers for device in self._devices_of(number)]
 
     async def _ring(
         self,
@@ -832,15 +845,7 @@ class CallManager(OutsideCalls, TransferCalls):
             session.drafts.append(draft)
             caller = await self._await_caller_id(session, line)
             draft.caller_number, draft.caller_name = caller.number, caller.name
-            targets = [self.extension_channel(number) for number in line_config.incoming]
-            free = [
-                t
-                for t in targets
-                if t is not None
-                and t.state == LegState.IDLE
-                and t.in_service
-                and not self.is_off_hook(t)
-            ]
+            free = self._ringable(line_config.incoming)
             draft.called_extension = line_config.incoming[0] if line_config.incoming else None
             self._log_call(
                 "call_incoming",

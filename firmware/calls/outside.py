@@ -333,15 +333,10 @@ class OutsideCalls(_Base):
                 return
             numbers = [number.strip() for number in destination.split(",") if number.strip()]
             draft.called_extension = numbers[0] if numbers else None
-            targets = [self.extension_channel(number) for number in numbers]
-            free = [t for t in targets if t is not None and t.state == LegState.IDLE and t.in_service
-                    and not self.is_off_hook(t)]  # fmt: skip
-            devices = [d for number in numbers for d in (self.extra_devices(number) if self.extra_devices else [])]
-            for device in devices:
-                device.handler = self._on_event
-            if not free and not devices:
+            ringing = self._ringable(numbers)
+            if not ringing:
                 await self._reject(session, line, "busy", Disposition.BUSY, "all_busy")
-            answered = await self._ring(session, line, free + devices, caller, self.config.timers.ring_timeout_s)
+            answered = await self._ring(session, line, ringing, caller, self.config.timers.ring_timeout_s)
             if answered is None:
                 await self._reject(session, line, "congestion", Disposition.NO_ANSWER, "no_answer")
             assert answered is not None
