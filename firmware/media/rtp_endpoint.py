@@ -544,7 +544,8 @@ class RtpEndpoint:
         leg.sock.close()  # closed now: the port can be bound again at once
         self.ports.release(leg.local_port)
         self._lane.give_row(leg.lane_row)
-        log.debug("event=rtp_leg_closed port=%d counters=%s", leg.local_port, leg.counters)
+        if log.isEnabledFor(logging.DEBUG):  # counters are built only for a reader
+            log.debug("event=rtp_leg_closed port=%d counters=%s", leg.local_port, leg.counters)
         if not self._by_fd:
             self._close_poller()  # no leg, no descriptor of ours left open
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, Role
 from firmware.calls.lifecycle import LegState
 from firmware.config.schema import SipPeerConfig
+from firmware.media.codecs import spec_by_name
 from firmware.sip import refer, session_timer
 from firmware.sip.auth import DigestClient
 from firmware.sip.dtmf_info import (
@@ -1022,7 +1023,7 @@ class SipCallLeg(Channel):
         self.from_header = f"{name}<sip:{user}@{self._domain}>;tag={self.local_tag}"
         self.to_header = f"<sip:{digits}@{self._domain}>"
         media = await self._open_media(
-            self.peer.codecs[0], _static_pt(self.peer.codecs[0]), 101, None, active=False
+            self.peer.codecs[0], _payload_type(self.peer.codecs[0]), 101, None, active=False
         )
         if self.ended:  # released while the socket opened (a ring-all answered elsewhere)
             self._detach_audio()
@@ -1320,5 +1321,7 @@ def _with_tag(header: str, tag: str) -> str:
     return header if ";tag=" in header else f"{header};tag={tag}"
 
 
-def _static_pt(codec: str) -> int:
-    return {"PCMU": 0, "PCMA": 8, "G722": 9}[codec]
+def _payload_type(codec: str) -> int:
+    spec = spec_by_name(codec)
+    assert spec is not None and spec.payload_type is not None, codec  # config allows static codecs only
+    return spec.payload_type

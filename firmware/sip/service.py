@@ -27,7 +27,7 @@ from firmware.sip.calls import (
 from firmware.sip.links import SipLinks
 from firmware.sip.message import Request, Response, make_response
 from firmware.sip.message_errors import SipParseError
-from firmware.sip.peers import Resolver
+from firmware.sip.peers import Resolver, is_ip
 from firmware.sip.siblings import SiblingCallLeg, correlation_of, sibling_name, sibling_peer
 from firmware.sip.stack import Address, SipStack
 from firmware.sip.transaction import ServerTransaction
@@ -218,7 +218,10 @@ class SipService:
         target = destination or (peer.host, peer.port)
         host = self.config.media_address or self.stack.local_address[0]
         if host in ("0.0.0.0", ""):
-            host = local_address_towards(target[0])
+            # A host name is looked up in the resolver's cache, never on the loop (connect()
+            # on a name would block in getaddrinfo while every call waits).
+            towards = target[0] if is_ip(target[0]) else self.links.resolver.address(target[0])
+            host = local_address_towards(towards) if towards else "127.0.0.1"
         leg = kind(
             f"sip:{peer.name}/{self._leg_counter}", self.mixer, stack=self.stack, rtp=self.rtp, peer=peer,
             local_host=host, on_dialog=self.register_leg, on_closed=self._leg_closed,

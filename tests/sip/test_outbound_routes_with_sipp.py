@@ -57,17 +57,28 @@ async def test_a_full_provider_is_skipped_without_waiting(data_dir: Path) -> Non
     pbx = await start_pbx(text, data_dir)
     listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a provider that never answers
     listener.bind(("127.0.0.1", port))
+    listener.setblocking(False)
+    loop = asyncio.get_running_loop()
     try:
         first, second = pbx.phone("202"), pbx.phone("203")
         first.off_hook()
         await pbx.wait_state("202", LegState.DIALLING)
         await first.dial("9912345678")  # takes the provider's only channel (and waits there)
-        await asyncio.sleep(0.5)
+        invite, _ = await asyncio.wait_for(loop.sock_recvfrom(listener, 65535), 3.0)
+        assert invite.startswith(b"INVITE sip:912345678@"), invite[:80]
         second.off_hook()
         await pbx.wait_state("203", LegState.DIALLING)
         await second.dial("9912345679")
         city = pbx.line("city1")
+        # A silent provider would hold the call for Timer B (32 s): 6 s proves it was skipped.
         await pbx.sim.wait_until(lambda: "912345679" in city.calls_dialled, 6.0, "second call on city1")
+        seen = []
+        while True:
+            try:
+                seen.append(listener.recv(65535))
+            except BlockingIOError:
+                break
+        assert not any(b"912345679" in packet.split(b"\r\n", 1)[0] for packet in seen), "the full provider got the call"
         first.on_hook()
         second.on_hook()
         await pbx.wait_idle(10.0)
