@@ -374,6 +374,7 @@ async def test_refused_refreshes_end_the_call_at_the_expiry(harness: Harness) ->
     started = loop.time()
     await wait_for(lambda: EXPIRED in harness.events)
     assert loop.time() - started >= 90 * SCALE * 0.9
+    await wait_for(lambda: bool(harness.stack.sent("BYE")))  # the BYE goes out in the background
     assert [r.method for r in harness.stack.requests] == ["UPDATE"] * 3 + ["BYE"]
 
 
