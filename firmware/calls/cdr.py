@@ -50,6 +50,7 @@ from typing import Any
 
 __all__ = [
     "MIGRATIONS",
+    "RATING_COLUMNS",
     "SCHEMA_VERSION",
     "CallRecord",
     "CdrError",
@@ -59,6 +60,7 @@ __all__ = [
     "Direction",
     "Disposition",
     "HangupSide",
+    "Rater",
     "open_readonly",
     "record_to_json",
 ]
@@ -157,6 +159,10 @@ class CallRecord:
     correlation_id: str = ""
     # The extension that transferred this call here (SIP REFER), if any.
     transferred_by: str | None = None
+    # The client or project code entered for this call (call accounting), if any.
+    account_code: str | None = None
+    # The outside number: what was dialled after the access code, or the DID called in.
+    external_number: str | None = None
 
     def __post_init__(self) -> None:
         self.start = _to_utc_millis(self.start, "start")
@@ -230,9 +236,34 @@ def _migration_2_correlation_and_transfer(connection: sqlite3.Connection) -> Non
     connection.execute("CREATE INDEX cdr_correlation ON cdr (correlation_id) WHERE correlation_id != ''")
 
 
+def _migration_3_accounting(connection: sqlite3.Connection) -> None:
+    """Version 3: account codes, the outside number, and the rating columns.
+
+    The rating columns (``dest_class`` .. ``rated_utc``) are filled when the record is
+    written, by the store's rater, and rewritten by a re-rating; NULL ``cost_e4`` means
+    "not rated" (no tariff applies), 0 means free.  ``cost_e4`` is the net cost (before
+    VAT) in ten-thousandths of ``currency``, an integer so sums in SQL stay exact.
+    """
+    for column in (
+        "account_code TEXT",
+        "external_number TEXT",
+        "dest_class TEXT",
+        "tariff TEXT",
+        "cost_e4 INTEGER",
+        "currency TEXT",
+        "prepaid_account TEXT",
+        "rated_utc TEXT",
+    ):
+        connection.execute(f"ALTER TABLE cdr ADD COLUMN {column}")
+    connection.execute(
+        "CREATE INDEX cdr_account ON cdr (account_code, start_utc) WHERE account_code IS NOT NULL"
+    )
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migration_1_create_cdr,
     _migration_2_correlation_and_transfer,
+    _migration_3_accounting,
 )
 """Migration ``i`` (0-based) takes the schema from ``user_version`` i to i + 1.
 
@@ -299,7 +330,12 @@ _COLUMNS = (
     "site",
     "correlation_id",
     "transferred_by",
+    "account_code",
+    "external_number",
 )
+RATING_COLUMNS = ("dest_class", "tariff", "cost_e4", "currency", "prepaid_account", "rated_utc")
+"""Columns a :data:`Rater` may fill; every other column comes from the CallRecord."""
+
 _INSERT_SQL = f"INSERT INTO cdr ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _RECENT_SQL = f"SELECT {', '.join(_COLUMNS)} FROM cdr ORDER BY start_utc DESC, id DESC LIMIT ?"
 
@@ -336,6 +372,8 @@ def _record_to_row(record: CallRecord) -> tuple[Any, ...]:
         record.site,
         record.correlation_id,
         record.transferred_by,
+        record.account_code,
+        record.external_number,
     )
 
 
@@ -361,12 +399,55 @@ def _record_from_row(row: Sequence[Any]) -> CallRecord:
         site=values["site"],
         correlation_id=values["correlation_id"],
         transferred_by=values["transferred_by"],
+        account_code=values["account_code"],
+        external_number=values["external_number"],
     )
+
+
+Rater = Callable[[sqlite3.Connection, dict[str, Any]], dict[str, Any] | None]
+"""Prices a record in the writer thread, inside the transaction that inserts it.
+
+Called with the writer's connection and the row as ``{column: value}`` (cdr column
+names, times as stored text); returns values for some of :data:`RATING_COLUMNS`, or
+None for "not rated".  It may also write its own tables (prepaid balances) on that
+connection: they commit or roll back together with the record.  A rater that raises
+leaves the record unrated, never unwritten: the error is logged and counted.
+"""
 
 
 def _insert_row(connection: sqlite3.Connection, row: tuple[Any, ...]) -> None:
     """Insert one row (a separate function so tests can inject disk errors)."""
     connection.execute(_INSERT_SQL, row)
+
+
+def _rate_row(
+    connection: sqlite3.Connection, rater: Rater, row: tuple[Any, ...], failed: Callable[[], None]
+) -> dict[str, Any]:
+    """The stored row as a dict, with whatever the rater decided (in a savepoint)."""
+    values = dict(zip(_COLUMNS, row, strict=True))
+    connection.execute("SAVEPOINT rating")
+    try:
+        rating = rater(connection, dict(values)) or {}
+        unknown = set(rating) - set(RATING_COLUMNS)
+        if unknown:
+            raise ValueError(f"rater returned unknown columns {sorted(unknown)}")
+    except Exception:
+        connection.execute("ROLLBACK TO rating")
+        connection.execute("RELEASE rating")
+        failed()
+        log.exception("event=cdr_rating_failed call_id=%s", values["call_id"])
+        return values
+    connection.execute("RELEASE rating")
+    values.update(rating)
+    return values
+
+
+def _insert_rated(connection: sqlite3.Connection, values: dict[str, Any]) -> None:
+    names = [name for name in (*_COLUMNS, *RATING_COLUMNS) if name in values]
+    connection.execute(
+        f"INSERT INTO cdr ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+        [values[name] for name in names],
+    )
 
 
 def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -441,12 +522,13 @@ class _Writer:
     finalizer flush the queue) while the thread is still running.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, rater: Rater | None = None) -> None:
         self.path = path
+        self.rater = rater
         self.jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.closed = False
-        self.counters = {"written": 0, "failed": 0, "queued": 0, "batches": 0}
+        self.counters = {"written": 0, "failed": 0, "queued": 0, "batches": 0, "rating_failed": 0}
         self.connection: sqlite3.Connection | None = None
         self.thread = threading.Thread(
             target=self.run, name=f"cdr-writer:{Path(path).name}", daemon=True
@@ -519,9 +601,16 @@ class _Writer:
         try:
             connection = self._open_connection()
             connection.execute("BEGIN IMMEDIATE")
+            stored: list[dict[str, Any] | None] = []
             try:
                 for job in jobs:
-                    _insert_row(connection, job.row)
+                    if self.rater is None:
+                        _insert_row(connection, job.row)
+                        stored.append(None)
+                    else:
+                        values = _rate_row(connection, self.rater, job.row, self._rating_failed)
+                        _insert_rated(connection, values)
+                        stored.append(values)
                 connection.execute("COMMIT")
             except BaseException:
                 _rollback_quietly(connection)
@@ -544,8 +633,12 @@ class _Writer:
             self.counters["written"] += len(jobs)
             self.counters["queued"] -= len(jobs)
             self.counters["batches"] += 1
-        for job in jobs:
-            self._settle(job, None, None)
+        for job, values in zip(jobs, stored, strict=True):
+            self._settle(job, None, values)
+
+    def _rating_failed(self) -> None:
+        with self.lock:
+            self.counters["rating_failed"] += 1
 
     def _fail(self, job: _WriteJob, error: Exception) -> None:
         # Log the whole row: if the caller also fails to handle the error, the log
@@ -626,9 +719,9 @@ class CdrStore:
     store is still flushed when collected or at interpreter exit.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], rater: Rater | None = None) -> None:
         self._path = os.fspath(path)
-        self._writer = _Writer(self._path)
+        self._writer = _Writer(self._path, rater)
         self._writer.thread.start()
         self._finalizer = weakref.finalize(self, self._writer.shutdown, 5.0)
 
@@ -636,23 +729,25 @@ class CdrStore:
     def path(self) -> str:
         return self._path
 
-    async def async_write(self, record: CallRecord) -> None:
+    async def async_write(self, record: CallRecord) -> dict[str, Any] | None:
         """Return once the record is committed; raise CdrWriteError if it was not.
 
-        Cancelling the awaiting task does not cancel the write.
+        With a rater, returns the stored row as ``{column: value}`` including the rating
+        (what the SMDR prints); without one, None.  Cancelling the awaiting task does not
+        cancel the write.
         """
         row = _record_to_row(record)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[dict[str, Any] | None] = loop.create_future()
         self._writer.submit(_WriteJob(record.call_id, row, _loop_settler(loop, future)))
-        await future
+        return await future
 
-    def write_blocking(self, record: CallRecord) -> None:
+    def write_blocking(self, record: CallRecord) -> dict[str, Any] | None:
         """As async_write, for threads and scripts; never call it on the event loop."""
         row = _record_to_row(record)
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        future: concurrent.futures.Future[dict[str, Any] | None] = concurrent.futures.Future()
         self._writer.submit(_WriteJob(record.call_id, row, _blocking_settler(future)))
-        future.result()
+        return future.result()
 
     async def async_recent(self, limit: int = 20) -> list[CallRecord]:
         """Newest calls first (by start time), read in queue order after earlier writes."""
@@ -701,4 +796,6 @@ def record_to_json(record: CallRecord) -> dict[str, Any]:
         "destination_kind": record.destination_kind,
         "correlation_id": record.correlation_id,
         "transferred_by": record.transferred_by,
+        "account_code": record.account_code,
+        "external_number": record.external_number,
     }

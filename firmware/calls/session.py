@@ -44,6 +44,8 @@ class RecordDraft:
     cause: str = ""
     correlation_id: str = ""
     transferred_by: str | None = None
+    account_code: str | None = None
+    external_number: str | None = None
 
     def answered(self, extension: str | None = None) -> None:
         if self.answer is None:
@@ -84,6 +86,8 @@ class RecordDraft:
             site=site,
             correlation_id=self.correlation_id,
             transferred_by=self.transferred_by,
+            account_code=self.account_code,
+            external_number=self.external_number,
         )
 
 

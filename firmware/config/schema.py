@@ -11,9 +11,20 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from firmware.calls.digitmap import DigitMapError, validate_pattern
+from firmware.config.accounting_schema import AccountingConfig
+from firmware.config.fields import (
+    DialCode,
+    DigitPattern,
+    ExtensionNumber,
+    FeatureCode,
+    Name,
+    Seconds,
+    Section,
+)
+from firmware.config.reports_schema import ReportsConfig
+from firmware.config.smdr_schema import SmdrConfig
 
 DESTINATION_KINDS = (
     "internal",
@@ -25,54 +36,6 @@ DESTINATION_KINDS = (
     "international",
     "emergency",
 )
-
-
-def _extension_number(value: str) -> str:
-    if not re.fullmatch(r"[0-9]{2,4}", value):
-        raise ValueError(f"extension number {value!r} must be 2 to 4 digits, e.g. '201'")
-    return value
-
-
-def _dial_code(value: str) -> str:
-    if not re.fullmatch(r"[0-9*#]{1,6}", value):
-        raise ValueError(f"code {value!r} must be 1 to 6 of the keys 0-9 * #")
-    return value
-
-
-def _feature_code(value: str) -> str:
-    if not re.fullmatch(r"[*#][0-9*#]{1,5}", value):
-        raise ValueError(f"feature code {value!r} must start with * or # (e.g. '*72')")
-    return value
-
-
-def _digit_pattern(value: str) -> str:
-    try:
-        validate_pattern(value)
-    except DigitMapError as error:
-        raise ValueError(f"bad digit pattern {value!r}: {error}") from None
-    return value
-
-
-def _name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,31}", value):
-        raise ValueError(
-            f"name {value!r} must start with a letter and use only letters, digits, _ and -"
-        )
-    return value
-
-
-ExtensionNumber = Annotated[str, AfterValidator(_extension_number)]
-DialCode = Annotated[str, AfterValidator(_dial_code)]
-FeatureCode = Annotated[str, AfterValidator(_feature_code)]
-DigitPattern = Annotated[str, AfterValidator(_digit_pattern)]
-Name = Annotated[str, AfterValidator(_name)]
-Seconds = Annotated[float, Field(gt=0, le=3600)]
-
-
-class Section(BaseModel):
-    """Base of every section: unknown keys are errors, objects are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SiteConfig(Section):
@@ -156,6 +119,9 @@ class NumberingConfig(Section):
 class ClassOfServiceConfig(Section):
     line_groups: tuple[Name, ...] = ()
     allow: tuple[str, ...] = ("internal",)
+    # Account codes for outgoing calls: "none" (feature refused), "optional", or "forced"
+    # (an outside call needs a code entered first; emergency numbers never do).
+    account_code: Literal["none", "optional", "forced"] = "optional"
 
     @model_validator(mode="after")
     def _known_kinds(self) -> ClassOfServiceConfig:
@@ -386,6 +352,9 @@ class Config(Section):
     feature_codes: dict[str, FeatureCode] = Field(default_factory=dict)
     sibling_sites: tuple[SiblingSiteConfig, ...] = ()
     outbound_routes: tuple[OutboundRouteConfig, ...] = ()
+    accounting: AccountingConfig = AccountingConfig()
+    smdr: SmdrConfig = SmdrConfig()
+    reports: ReportsConfig = ReportsConfig()
 
     def sip_peer(self, name: str) -> SipPeerConfig | None:
         return next((p for p in self.sip.peers if p.name == name), None)
