@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from firmware.accounting.rating import make_rater
+from firmware.accounting.schedule import ReportScheduler
+from firmware.accounting.smdr_output import SmdrService
 from firmware.calls.cdr import CdrStore
 from firmware.calls.control import CallManager
 from firmware.config.load import ConfigError, load_config
@@ -84,6 +87,8 @@ class Appliance:
         self.calls: CallManager | None = None
         self.line_card: LineCardService | None = None
         self.api = None
+        self.smdr: SmdrService | None = None
+        self.scheduler: ReportScheduler | None = None
         self.sip = None
         self.rtp = None
         self.reloads = 0
@@ -98,7 +103,7 @@ class Appliance:
     async def start(self, with_api: bool = True) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, lambda: self.data_dir.mkdir(parents=True, exist_ok=True))
-        self.cdr = CdrStore(self.data_dir / "cdr.sqlite3")
+        self.cdr = CdrStore(self.data_dir / "cdr.sqlite3", rater=make_rater(lambda: self.config))
         card = self.config.line_card
         audio: PortAudio
         if card.url == "sim":
@@ -116,6 +121,11 @@ class Appliance:
             url = card.url
         self.mixer.start()
         self.calls = CallManager(self.config, self.mixer, self.cdr)
+        self.smdr = SmdrService(self.config, Path(self.cdr.path))
+        await self.smdr.start()
+        self.calls.record_listeners.append(self.smdr.publish)
+        self.scheduler = ReportScheduler(self.config, self.data_dir)
+        await self.scheduler.start()
         self.line_card = LineCardService(card, url, self.mixer, audio, self.plan)
         self.calls.add_channels(self.line_card.all_channels)
         await self.line_card.start()
@@ -152,8 +162,12 @@ class Appliance:
     async def stop(self) -> None:
         if self.api is not None:
             await self.api.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         if self.calls is not None:
             await self.calls.shutdown()
+        if self.smdr is not None:
+            await self.smdr.stop()
         if self.sip is not None:
             await self.sip.stop()
         if self.rtp is not None:

@@ -308,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seconds", type=float, default=5.0, help="capture: how much audio")
     sim.add_argument("--config")
     sim.set_defaults(func=cmd_sim)
+
+    from firmware.accounting import cli_reports, cli_smdr, cli_tariff
+
+    for module in (cli_tariff, cli_reports, cli_smdr):
+        module.register(sub)
     return parser
 
 

@@ -601,12 +601,12 @@ class _Writer:
         try:
             connection = self._open_connection()
             connection.execute("BEGIN IMMEDIATE")
-            stored: list[dict[str, Any] | None] = []
+            stored: list[dict[str, Any]] = []
             try:
                 for job in jobs:
                     if self.rater is None:
                         _insert_row(connection, job.row)
-                        stored.append(None)
+                        stored.append(dict(zip(_COLUMNS, job.row, strict=True)))
                     else:
                         values = _rate_row(connection, self.rater, job.row, self._rating_failed)
                         _insert_rated(connection, values)
@@ -729,23 +729,23 @@ class CdrStore:
     def path(self) -> str:
         return self._path
 
-    async def async_write(self, record: CallRecord) -> dict[str, Any] | None:
+    async def async_write(self, record: CallRecord) -> dict[str, Any]:
         """Return once the record is committed; raise CdrWriteError if it was not.
 
-        With a rater, returns the stored row as ``{column: value}`` including the rating
-        (what the SMDR prints); without one, None.  Cancelling the awaiting task does not
-        cancel the write.
+        Returns the stored row as ``{column: value}`` (cdr column names, times as stored
+        text), including the rating when the store has a rater: what the SMDR prints.
+        Cancelling the awaiting task does not cancel the write.
         """
         row = _record_to_row(record)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._writer.submit(_WriteJob(record.call_id, row, _loop_settler(loop, future)))
         return await future
 
-    def write_blocking(self, record: CallRecord) -> dict[str, Any] | None:
+    def write_blocking(self, record: CallRecord) -> dict[str, Any]:
         """As async_write, for threads and scripts; never call it on the event loop."""
         row = _record_to_row(record)
-        future: concurrent.futures.Future[dict[str, Any] | None] = concurrent.futures.Future()
+        future: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
         self._writer.submit(_WriteJob(record.call_id, row, _blocking_settler(future)))
         return future.result()
 

@@ -19,6 +19,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from firmware.calls.cdr import CdrStore, Direction, Disposition, HangupSide, record_to_json
 from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, Role
@@ -57,6 +58,8 @@ class CallManager(OutsideCalls, TransferCalls):
     def __init__(self, config: Config, mixer: Mixer, cdr: CdrStore) -> None:
         self.mixer = mixer
         self.cdr = cdr
+        # Called with each stored CDR row (a dict of cdr columns) once it is committed.
+        self.record_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.channels: list[Channel] = []
         self.sessions: dict[int, CallSession] = {}
         self._owner: dict[str, CallSession] = {}
@@ -241,10 +244,16 @@ class CallManager(OutsideCalls, TransferCalls):
     async def _write_record(self, draft: RecordDraft) -> None:
         record = draft.build(self.config.site.name)
         try:
-            await self.cdr.async_write(record)
+            stored = await self.cdr.async_write(record)
         except Exception:
             self.counters.cdr_failures += 1
             log.exception("event=cdr_write_failed call_id=%s", record.call_id)
+        else:
+            for listener in self.record_listeners:
+                try:
+                    listener(stored)
+                except Exception:
+                    log.exception("event=record_listener_failed call_id=%s", record.call_id)
         self._log_call("call_end", record_to_json(record))
 
     async def _give_back(self, session: CallSession, leg: Channel, tone: str) -> None:

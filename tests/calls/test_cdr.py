@@ -362,7 +362,7 @@ async def test_one_bad_record_does_not_fail_its_batch(store: CdrStore, db_path: 
         *(store.async_write(record) for record in [*others[:10], duplicate, *others[10:]]),
         return_exceptions=True,
     )
-    failures = [result for result in results if result is not None]
+    failures = [result for result in results if isinstance(result, BaseException)]
     assert len(failures) == 1
     assert isinstance(failures[0], CdrWriteError)
     assert isinstance(failures[0].__cause__, sqlite3.IntegrityError)
