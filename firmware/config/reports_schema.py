@@ -1,4 +1,4 @@
-"""Report settings: departments, scheduled delivery, SMTP, CDR retention; see docs/reports.md."""
+"""Report settings (departments and the like); see docs/reports.md."""
 
 from __future__ import annotations
 

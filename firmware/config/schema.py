@@ -24,6 +24,7 @@ from firmware.config.fields import (
     Section,
 )
 from firmware.config.reports_schema import ReportsConfig
+from firmware.config.schedule_schema import ScheduleConfig
 from firmware.config.smdr_schema import SmdrConfig
 
 DESTINATION_KINDS = (
@@ -355,6 +356,7 @@ class Config(Section):
     accounting: AccountingConfig = AccountingConfig()
     smdr: SmdrConfig = SmdrConfig()
     reports: ReportsConfig = ReportsConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
 
     def sip_peer(self, name: str) -> SipPeerConfig | None:
         return next((p for p in self.sip.peers if p.name == name), None)
