@@ -19,8 +19,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from firmware.calls import account_codes
 from firmware.calls.cdr import CdrStore, Direction, Disposition, HangupSide, record_to_json
 from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, Role
 from firmware.calls.dialplan import DialPlan, RouteKind, RoutePlan
@@ -36,6 +38,7 @@ from firmware.media.mixer import Mixer
 log = logging.getLogger("firmware.calls")
 
 _CALLER_ID_WAIT_S = 2.5
+_CONFIRMATION_S = 0.6  # the confirmation beeps (3 x 100 ms on/off) before dial tone again
 _EARLY_CALLER_ID_S = 10.0  # a caller ID sent before the first ring (UK style) stays valid
 
 
@@ -363,8 +366,17 @@ class CallManager(OutsideCalls, TransferCalls):
         async def run(session: CallSession) -> None:
             caller.set_state(LegState.DIALLING)
             caller.play("dial")
-            digits = await self._collect(session, caller)
             extension = self.config.extension(caller.number)
+            account_code: str | None = None
+            dial_tone_after: float | None = None
+            while True:
+                digits = await self._collect(session, caller, dial_tone_after)
+                plan = self.dialplan.route(extension, digits)
+                if plan.kind != RouteKind.FEATURE or plan.feature != account_codes.FEATURE_NAME:
+                    break
+                account_code = await self._key_account_code(session, caller, digits, collect_started)
+                caller.play("confirmation")
+                dial_tone_after = _CONFIRMATION_S
             session.drafts.append(
                 RecordDraft(
                     Direction.INTERNAL,
@@ -372,9 +384,9 @@ class CallManager(OutsideCalls, TransferCalls):
                     caller_name=caller.display_name,
                     dialled=digits,
                     start=collect_started,
+                    account_code=account_code,
                 )
             )
-            plan = self.dialplan.route(extension, digits)
             self._log_call(
                 "call_route",
                 {
@@ -385,18 +397,94 @@ class CallManager(OutsideCalls, TransferCalls):
                     "reason": plan.reason,
                 },
             )
+            if (
+                plan.kind == RouteKind.OUTSIDE
+                and account_code is None
+                and account_codes.required_for(self.config, caller.number) == "forced"
+            ):
+                session.draft.account_code = await self._key_account_code(
+                    session, caller, "", collect_started, prompt=True
+                )
             await self._execute(session, caller, plan)
 
         collect_started = utc_now()
         return run
 
-    async def _collect(self, session: CallSession, caller: Channel) -> str:
-        """Digits until the dial plan says complete, or a timeout/'#' ends an open number."""
+    async def _key_account_code(
+        self,
+        session: CallSession,
+        caller: Channel,
+        keyed: str,
+        started: datetime,
+        *,
+        prompt: bool = False,
+    ) -> str:
+        """Digits up to '#' (or a pause) as an account code; a refused one ends the call.
+
+        `prompt`: the code was not offered, the class of service forces one; the caller
+        hears confirmation beeps as the cue to key it."""
+        if prompt:
+            caller.play("confirmation")
+        else:
+            caller.stop_sound()
+        code = ""
+        timers = self.config.timers
+        while True:
+            item = await self._wait(session, timers.first_digit_s if not code else timers.inter_digit_s)
+            if item is None:
+                break
+            channel, event = item
+            if channel is not caller:
+                continue
+            if event.kind == EventKind.ON_HOOK:
+                if session.draft is None:
+                    session.drafts.append(RecordDraft(
+                        Direction.INTERNAL, caller_number=caller.number,
+                        caller_name=caller.display_name, dialled=keyed + code, start=started,
+                    ))  # fmt: skip
+                session.draft.ended(Disposition.ABANDONED, HangupSide.CALLER, "hung_up_account_code")
+                raise CallEnded
+            if event.kind != EventKind.DIGIT:
+                continue
+            caller.stop_sound()
+            if event.value == "#":
+                break
+            code += event.value
+        policy = account_codes.required_for(self.config, caller.number)
+        if policy == "none" or not account_codes.code_is_valid(self.config, code):
+            log.warning(
+                "event=account_code_refused leg=%s reason=%s",
+                caller.name,
+                "not_allowed" if policy == "none" else "invalid",
+            )
+            if session.draft is None:
+                session.drafts.append(RecordDraft(
+                    Direction.INTERNAL, caller_number=caller.number,
+                    caller_name=caller.display_name, dialled=keyed + code, start=started,
+                ))  # fmt: skip
+            reason = "account_code_not_allowed" if policy == "none" else "account_code_invalid"
+            await self._reject(session, caller, "special_information", Disposition.REJECTED, reason)
+        self._log_call("account_code", {"call": session.id, "leg": caller.name, "code": code})
+        return code
+
+    async def _collect(
+        self, session: CallSession, caller: Channel, dial_tone_after: float | None = None
+    ) -> str:
+        """Digits until the dial plan says complete, or a timeout/'#' ends an open number.
+
+        `dial_tone_after`: the caller hears something else first (confirmation beeps);
+        dial tone follows after that many seconds unless a digit comes sooner."""
         timers = self.config.timers
         digits = ""
         timeout = timers.first_digit_s
+        pending = None
+        if dial_tone_after is not None:
+            pending = await self._wait(session, dial_tone_after)
+            if pending is None:
+                caller.play("dial")
+                timeout -= dial_tone_after
         while True:
-            item = await self._wait(session, timeout)
+            item, pending = pending or await self._wait(session, timeout), None
             if item is None:
                 if not digits:
                     self.counters.permanent_signal += 1
@@ -444,6 +532,8 @@ class CallManager(OutsideCalls, TransferCalls):
         draft = session.draft
         assert draft is not None
         draft.destination_kind = plan.destination_kind or None
+        if plan.kind in (RouteKind.OUTSIDE, RouteKind.EMERGENCY, RouteKind.REJECTED):
+            draft.external_number = plan.number or None
         if plan.kind == RouteKind.INTERNAL:
             assert plan.extension is not None
             await self._call_extension(session, caller, plan.extension)
@@ -627,6 +717,12 @@ class CallManager(OutsideCalls, TransferCalls):
         assert draft is not None
         if session.after_answer is not None and not getattr(b, "awaiting_answer", False):
             self._send_after_answer(session, b)  # a fallback's DTMF suffix, once the line is through
+        feature = self.config.feature_codes.get(account_codes.FEATURE_NAME)
+        entries = {
+            leg.name: account_codes.InCallEntry(feature)
+            for leg in (a, b)
+            if feature and leg.role == Role.EXTENSION
+        }
         while True:
             session.transfers_welcome = True
             try:
@@ -644,6 +740,8 @@ class CallManager(OutsideCalls, TransferCalls):
                 continue
             other = b if channel is a else a
             side = HangupSide.CALLER if channel is a else HangupSide.CALLEE
+            if event.kind == EventKind.DIGIT and channel.name in entries:
+                self._account_code_in_call(session, channel, entries[channel.name], event.value)
             if event.kind in (EventKind.ON_HOOK, EventKind.FAR_END_CLEARED):
                 outcome = Disposition.ANSWERED if draft.answer else Disposition.NO_ANSWER
                 draft.ended(outcome, side, event.value or "normal_clearing")
@@ -667,6 +765,21 @@ class CallManager(OutsideCalls, TransferCalls):
                 raise CallEnded
             elif event.kind == EventKind.TRANSFER and await self._transfer(session, channel, other, event.value):
                 return
+
+    def _account_code_in_call(
+        self, session: CallSession, leg: Channel, entry: account_codes.InCallEntry, digit: str
+    ) -> None:
+        """``*49 <code> #`` keyed in conversation tags the call (digits still reach the far end)."""
+        code = entry.feed(digit)
+        if code is None:
+            return
+        allowed = account_codes.required_for(self.config, leg.number) != "none"
+        if not allowed or not account_codes.code_is_valid(self.config, code):
+            log.warning("event=account_code_refused leg=%s reason=%s in_call=1", leg.name,
+                        "invalid" if allowed else "not_allowed")  # fmt: skip
+            return
+        session.draft.account_code = code
+        self._log_call("account_code", {"call": session.id, "leg": leg.name, "code": code})
 
     async def _consult(self, session: CallSession, holder: Channel, held: Channel) -> bool:
         """Consultation hold: `held` hears the hold tone, `holder` gets dial tone.
@@ -850,7 +963,10 @@ class CallManager(OutsideCalls, TransferCalls):
         async def run(session: CallSession) -> None:
             line.set_state(LegState.ALERTING)
             line_config = next(lc for lc in self.config.lines if lc.name == line.number)
-            draft = RecordDraft(Direction.INCOMING, line=line.number, line_group=line_config.group)
+            draft = RecordDraft(
+                Direction.INCOMING, line=line.number, line_group=line_config.group,
+                account_code=account_codes.account_for_did(self.config, line.number),
+            )  # fmt: skip
             session.drafts.append(draft)
             caller = await self._await_caller_id(session, line)
             draft.caller_number, draft.caller_name = caller.number, caller.name

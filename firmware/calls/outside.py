@@ -15,6 +15,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
+from firmware.calls import account_codes
 from firmware.calls.cdr import Direction, Disposition, HangupSide
 from firmware.calls.channel import CallerId, Channel, EventKind, Role
 from firmware.calls.dialplan import RouteKind, RoutePlan
@@ -323,7 +324,8 @@ class OutsideCalls(_Base):
             line.set_state(LegState.ALERTING)
             draft = RecordDraft(
                 Direction.INCOMING, caller_number=caller.number, caller_name=caller.name,
-                dialled=dialled, line=line.number,
+                dialled=dialled, line=line.number, external_number=dialled or None,
+                account_code=account_codes.account_for_did(self.config, dialled),
             )  # fmt: skip
             session.drafts.append(draft)
             self._log_call("call_incoming", {"call": session.id, "line": line.name, "caller": caller.number,
