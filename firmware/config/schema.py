@@ -23,6 +23,8 @@ from firmware.config.fields import (
     Seconds,
     Section,
 )
+from firmware.config.modes_schema import ModesConfig
+from firmware.config.prompts_schema import PromptsConfig
 from firmware.config.reports_schema import ReportsConfig
 from firmware.config.schedule_schema import ScheduleConfig
 from firmware.config.smdr_schema import SmdrConfig
@@ -357,6 +359,8 @@ class Config(Section):
     smdr: SmdrConfig = SmdrConfig()
     reports: ReportsConfig = ReportsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    modes: ModesConfig = ModesConfig()
+    prompts: PromptsConfig = PromptsConfig()
 
     def sip_peer(self, name: str) -> SipPeerConfig | None:
         return next((p for p in self.sip.peers if p.name == name), None)

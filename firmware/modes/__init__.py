@@ -1,0 +1,1 @@
+"""Office modes (day, lunch, night, holidays): which one is in force, and manual overrides."""
