@@ -25,6 +25,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -128,6 +129,26 @@ def _statement_lines(report: Report) -> list[tuple[str, Decimal]]:
     ]
 
 
+def _totals_columns(report: Report) -> tuple[Column, ...]:
+    """The columns as the totals row shows them: summed money in the currency's minor unit."""
+    return tuple(
+        replace(column, places=report.decimals) if column.kind is ColumnKind.MONEY else column
+        for column in report.columns
+    )
+
+
+def _totals_text(report: Report, decimal_comma: bool, for_reading: bool = True) -> list[str]:
+    label, *rest = report.totals or ()
+    cells = zip(_totals_columns(report)[1:], rest, strict=True)
+    return [str(label), *(_cell_text(c, v, decimal_comma, for_reading) for c, v in cells)]
+
+
+def _amount_text(
+    report: Report, amount: Decimal, decimal_comma: bool, for_reading: bool = True
+) -> str:
+    return _number_text(f"{amount:.{report.decimals}f}", decimal_comma, for_reading)
+
+
 def _money_column(report: Report) -> int:
     """Where statement lines put their amounts: the cost column, else the last one."""
     for index, column in enumerate(report.columns):
@@ -184,13 +205,12 @@ def _write_csv_rows(report: Report, stream: IO[str], dialect: CsvDialect) -> int
         writer.writerow(cells(row))
         count += 1
     if report.totals is not None:
-        label, *rest = report.totals
-        writer.writerow([label, *cells((None, *rest))[1:]])
+        writer.writerow(_totals_text(report, semicolon, for_reading=False))
     money = _money_column(report)
     for label, amount in _statement_lines(report):
         line = [""] * len(columns)
         line[0] = label
-        line[money] = _cell_text(Column("amount", "", ColumnKind.MONEY), amount, semicolon)
+        line[money] = _amount_text(report, amount, semicolon, for_reading=False)
         writer.writerow(line)
     return count
 
@@ -200,19 +220,10 @@ def _write_csv_rows(report: Report, stream: IO[str], dialect: CsvDialect) -> int
 
 
 def _xlsx_width(column: Column, rows: Sequence[Sequence[Any]] | None, index: int) -> float:
-    base = {
-        ColumnKind.DATETIME: 19,
-        ColumnKind.DATE: 11,
-        ColumnKind.MONEY: 13 + column.places,
-        ColumnKind.DURATION: 10,
-        ColumnKind.INTEGER: 9,
-        ColumnKind.PERCENT: 9,
-        ColumnKind.TEXT: 12,
-    }[column.kind]
-    width = max(base, len(column.title) + 2)
+    width = max(len(_sample(column)), len(column.title)) + 2
     if rows is not None and column.kind is ColumnKind.TEXT:
         longest = max((len(str(row[index] or "")) for row in rows), default=0)
-        width = max(width, min(longest + 2, 40))
+        width = max(len(column.title), min(longest, 40)) + 2
     return width
 
 
@@ -248,15 +259,16 @@ class _XlsxWriter:
         )
         self.label_format = workbook.add_format({"bold": True})
         self.cell_formats = [self._format(column, totals=False) for column in report.columns]
-        self.total_formats = [self._format(column, totals=True) for column in report.columns]
+        self.total_formats = [
+            self._format(column, totals=True) for column in _totals_columns(report)
+        ]
         self.sheets = 0
 
     def _format(self, column: Column, totals: bool) -> Any:
         properties: dict[str, Any] = {"bold": True, "top": 1} if totals else {}
         kind = column.kind
         if kind is ColumnKind.MONEY:
-            decimals = "." + "0" * column.places if column.places else ""
-            properties["num_format"] = f'#,##0{decimals} "{self.report.currency}"'
+            properties["num_format"] = _xlsx_money_format(column.places, self.report.currency)
         elif kind is ColumnKind.INTEGER:
             properties["num_format"] = "#,##0"
         elif kind is ColumnKind.DATETIME:
@@ -323,7 +335,7 @@ class _XlsxWriter:
                 total_writers[index](row_number, index, value)
         money = _money_column(report)
         money_format = self.workbook.add_format(
-            {"bold": True, "num_format": f'#,##0.00 "{report.currency}"'}
+            {"bold": True, "num_format": _xlsx_money_format(report.decimals, report.currency)}
         )
         for label, amount in _statement_lines(report):
             row_number += 1
@@ -334,6 +346,11 @@ class _XlsxWriter:
             row_number += 1
             sheet.write_string(row_number, 0, note)
         return count
+
+
+def _xlsx_money_format(places: int, currency: str) -> str:
+    decimals = "." + "0" * places if places else ""
+    return f'#,##0{decimals} "{currency}"'
 
 
 def _xlsx_cell_writer(
@@ -374,17 +391,26 @@ def _xlsx_cell_writer(
 # Text table (terminal)
 
 
+_SAMPLE_TEXT = {
+    ColumnKind.DATETIME: "2024-12-31 23:59:59",
+    ColumnKind.DATE: "2024-12-31",
+    ColumnKind.DURATION: "100:00:00",
+    ColumnKind.INTEGER: "100,000",
+    ColumnKind.PERCENT: "100.0 %",
+}
+
+
+def _sample(column: Column) -> str:
+    """Text as wide as a typical value of the column, for layouts that cannot look ahead."""
+    if column.kind is ColumnKind.MONEY:
+        return "10,000." + "0" * column.places
+    if column.kind is ColumnKind.TEXT:
+        return "0" * column.width
+    return _SAMPLE_TEXT[column.kind]
+
+
 def _text_width(column: Column) -> int:
-    base = {
-        ColumnKind.DATETIME: 19,
-        ColumnKind.DATE: 10,
-        ColumnKind.MONEY: 10 + column.places,
-        ColumnKind.DURATION: 9,
-        ColumnKind.INTEGER: 7,
-        ColumnKind.PERCENT: 7,
-        ColumnKind.TEXT: 14,
-    }[column.kind]
-    return max(base, len(column.title))
+    return max(len(_sample(column)), len(column.title))
 
 
 def _right_aligned(column: Column) -> bool:
@@ -425,14 +451,10 @@ def write_text(report: Report, stream: IO[str], decimal_comma: bool = False) -> 
         )
         count += 1
     if report.totals is not None:
-        label, *rest = report.totals
-        cells = [
-            _cell_text(c, v, decimal_comma, True) for c, v in zip(columns[1:], rest, strict=True)
-        ]
         stream.write("  ".join("-" * width for width in widths) + "\n")
-        stream.write(line([str(label), *cells]) + "\n")
+        stream.write(line(_totals_text(report, decimal_comma)) + "\n")
     for label, amount in _statement_lines(report):
-        amount_text = _number_text(f"{amount:.2f}", decimal_comma, True)
+        amount_text = _amount_text(report, amount, decimal_comma)
         stream.write(f"{label}: {amount_text} {report.currency}\n")
     for note in report.notes:
         stream.write(f"Note: {note}\n")
@@ -451,12 +473,18 @@ _CYRILLIC_LATIN = (
 _CYRILLIC = dict(zip("абвгдеёжзийклмнопрстуфхцчшщъыьэюя", _CYRILLIC_LATIN, strict=True))
 
 
+_PUNCTUATION = {"—": "-", "–": "-", "…": "...", "‘": "'", "’": "'", "“": '"', "”": '"', "€": "EUR"}
+
+
 def transliterate(text: str) -> str:
     """Latin-1 text for the PDF built-in font: accents dropped, Cyrillic in Latin letters."""
     out = []
     for character in text:
         if ord(character) < 256:
             out.append(character)
+            continue
+        if character in _PUNCTUATION:
+            out.append(_PUNCTUATION[character])
             continue
         lower = character.lower()
         if lower in _CYRILLIC:
@@ -470,13 +498,6 @@ def transliterate(text: str) -> str:
     return "".join(out)
 
 
-_PDF_WIDTHS = {
-    ColumnKind.DATETIME: 31.0,
-    ColumnKind.DATE: 19.0,
-    ColumnKind.DURATION: 15.0,
-    ColumnKind.INTEGER: 14.0,
-    ColumnKind.PERCENT: 14.0,
-}
 _PORTRAIT_WIDTH = 190.0
 _LANDSCAPE_WIDTH = 277.0
 
@@ -527,36 +548,37 @@ class _ReportPdf(FPDF):
                 self.widths = self._measure()
                 scale = min(1.0, _LANDSCAPE_WIDTH / sum(self.widths))
                 self.widths = [width * scale for width in self.widths]
+        self._spread(_LANDSCAPE_WIDTH if self.orientation_chosen == "L" else _PORTRAIT_WIDTH)
         self.line_height = self.font_size_table * 0.55
+
+    def _spread(self, page_width: float) -> None:
+        """Give the room left on the page to the text columns, where values vary most."""
+        spare = page_width - sum(self.widths)
+        text = [i for i, c in enumerate(self.report.columns) if c.kind is ColumnKind.TEXT]
+        if spare <= 0 or not text:
+            return
+        share = spare / len(text)
+        for index in text:
+            self.widths[index] += min(share, self.widths[index])
 
     def clean(self, text: str) -> str:
         return text if self.unicode_font else transliterate(text)
 
     def _measure(self) -> list[float]:
-        """Column widths from titles, kinds and (for short reports) the longest text."""
+        """Column widths from titles and typical values, or the rows of a short report."""
         size = self.font_size_table
-        sample = self.report.rows if isinstance(self.report.rows, Sequence) else None
+        rows = self.report.rows if isinstance(self.report.rows, Sequence) else None
         widths = []
         for index, column in enumerate(self.report.columns):
             self.set_font(self.family, "B", size)
-            width = self.get_string_width(self.clean(column.title)) + 3
-            if column.kind is ColumnKind.MONEY:
-                width = max(width, self.get_string_width("0" * (8 + column.places)) + 3)
-            elif column.kind is ColumnKind.TEXT:
-                width = max(width, 16.0)
-                if sample is not None:
-                    self.set_font(self.family, "", size)
-                    longest = max(
-                        (
-                            self.get_string_width(self.clean(str(row[index] or "")))
-                            for row in sample
-                        ),
-                        default=0.0,
-                    )
-                    width = max(width, min(longest + 3, 60.0))
+            title = self.get_string_width(self.clean(column.title))
+            self.set_font(self.family, "", size)
+            if rows is not None and column.kind is ColumnKind.TEXT:
+                texts = (self.clean(str(row[index] or "")) for row in rows)
+                value = min(max((self.get_string_width(t) for t in texts), default=0.0), 60.0)
             else:
-                width = max(width, _PDF_WIDTHS.get(column.kind, 14.0) * size / 8)
-            widths.append(width)
+                value = self.get_string_width(_sample(column))
+            widths.append(max(title, value) + 3)
         return widths
 
     def header(self) -> None:
@@ -658,7 +680,7 @@ class _ReportPdf(FPDF):
             self.set_font(self.family, "B" if gross else "", 10)
             self.set_x(left)
             self.cell(45, 6, self.clean(label), border=border)
-            amount_text = _number_text(f"{amount:.2f}", self.decimal_comma, True)
+            amount_text = _amount_text(self.report, amount, self.decimal_comma)
             self.cell(
                 35,
                 6,
@@ -668,12 +690,6 @@ class _ReportPdf(FPDF):
                 new_x=XPos.LMARGIN,
                 new_y=YPos.NEXT,
             )
-
-
-def _totals_text(report: Report, decimal_comma: bool) -> list[str]:
-    label, *rest = report.totals or ()
-    cells = zip(report.columns[1:], rest, strict=True)
-    return [str(label), *(_cell_text(c, v, decimal_comma, True) for c, v in cells)]
 
 
 def csv_text(report: Report, dialect: CsvDialect = "comma") -> str:

@@ -82,6 +82,8 @@ class Column:
     kind: ColumnKind
     places: int = 2
     """Money: the decimals kept and shown (4 for single calls, 2 for sums)."""
+    width: int = 0
+    """Text: the characters a typical value needs (layout hint for streamed reports)."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,8 @@ class Report:
     totals: tuple[Any, ...] | None
     currency: str
     vat_percent: Decimal
+    decimals: int
+    """The currency's minor unit: the places of summed money (totals, group rows)."""
     calls: int
     statement: StatementTotals | None = None
     unrated_calls: int = 0
@@ -528,8 +532,27 @@ def _int(key: str, title: str) -> Column:
     return Column(key, title, ColumnKind.INTEGER)
 
 
+_TEXT_WIDTHS = {
+    "caller_number": 14,
+    "number": 14,
+    "external_number": 14,
+    "dialled": 14,
+    "caller_name": 18,
+    "name": 18,
+    "members": 18,
+    "correlation_id": 16,
+    "disposition": 10,
+    "other_disposition": 10,
+    "dest_class": 9,
+    "direction": 8,
+    "line": 8,
+    "line_group": 8,
+    "account_code": 8,
+}
+
+
 def _text(key: str, title: str) -> Column:
-    return Column(key, title, ColumnKind.TEXT)
+    return Column(key, title, ColumnKind.TEXT, width=_TEXT_WIDTHS.get(key, 5))
 
 
 def _duration(key: str, title: str) -> Column:
@@ -648,6 +671,7 @@ def _report(
         totals=totals,
         currency=settings.currency,
         vat_percent=settings.vat_percent,
+        decimals=settings.decimals,
         calls=total.calls,
         statement=statement,
         unrated_calls=total.unrated,
