@@ -7,6 +7,7 @@ gather per tick, so every sound lives in one contiguous int16 buffer addressed b
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,11 +38,45 @@ class SoundBank:
         self._sounds[name] = sound
         return sound
 
+    def add_many(self, items: Iterable[tuple[str, np.ndarray, bool]]) -> list[Sound]:
+        """Store several `(name, samples, loop)` with one copy of the bank (a prompt library).
+
+        All or nothing: an empty sound refuses the whole batch before anything changes.
+        """
+        prepared = [
+            (name, np.asarray(samples, dtype=np.int16).ravel(), loop)
+            for name, samples, loop in items
+        ]
+        for name, samples, _ in prepared:
+            if samples.size == 0:
+                raise ValueError(f"sound {name!r} is empty")
+        offset = self._samples.size
+        added: list[Sound] = []
+        for name, samples, loop in prepared:
+            added.append(Sound(name, offset, samples.size, loop))
+            offset += samples.size
+        if prepared:
+            self._samples = np.concatenate([self._samples, *(item[1] for item in prepared)])
+        for sound in added:  # names last: the mixer never finds a name before its samples
+            self._sounds[sound.name] = sound
+        return added
+
+    def discard(self, name: str) -> None:
+        """Forget a name; its samples stay, so a slot still playing it plays on to the end."""
+        self._sounds.pop(name, None)
+
     def get(self, name: str) -> Sound:
         try:
             return self._sounds[name]
         except KeyError:
             raise KeyError(f"no sound named {name!r}") from None
+
+    def samples_of(self, name: str) -> np.ndarray:
+        """A read-only view of one sound's samples."""
+        sound = self.get(name)
+        view = self._samples[sound.offset : sound.offset + sound.length]
+        view.flags.writeable = False
+        return view
 
     def __contains__(self, name: object) -> bool:
         return name in self._sounds
