@@ -15,7 +15,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from firmware.config.accounting_schema import config_folder, cross_check_accounting
+from firmware.config.accounting_schema import (
+    TariffConfig,
+    config_folder,
+    cross_check_accounting,
+)
 from firmware.config.load import ConfigError, load_config
 from firmware.config.schema import Config
 
@@ -131,6 +135,7 @@ def cmd_tariff_check(args: argparse.Namespace) -> int:
         accounting = config.accounting
         errors = list(cross_check_accounting(config))
         notes = 0
+        claimed: dict[str, str] = {}
         if not accounting.tariffs:
             print("no tariffs: calls are not rated (add [[accounting.tariffs]])")
         for tariff in accounting.tariffs:
@@ -143,7 +148,19 @@ def cmd_tariff_check(args: argparse.Namespace) -> int:
                 f"tariff {tariff.name}{default}: applies to {applies}; {len(tariff.rows)} prefixes "
                 f"({inline} in the config{source}), classes {', '.join(tariff.classes) or '-'}"
             )
-            found_errors, found_notes = check_overlaps(tariff.rows)
+            found_errors, found_notes = [], []
+            for direction in ("outgoing", "incoming"):  # separate tables: they never overlap
+                rows = [
+                    row for row in tariff.rows if _direction(tariff, row.dest_class) == direction
+                ]
+                direction_errors, direction_notes = check_overlaps(rows)
+                found_errors += direction_errors
+                found_notes += direction_notes
+            for name in tariff.applies_to:
+                if claimed.setdefault(name, tariff.name) != tariff.name:
+                    found_notes.append(
+                        f"{name} is priced by tariff {claimed[name]}, listed first (the first wins)"
+                    )
             errors += [f"tariff {tariff.name}: {line}" for line in found_errors]
             notes += len(found_notes)
             if not args.quiet:
@@ -161,6 +178,11 @@ def cmd_tariff_check(args: argparse.Namespace) -> int:
         return 1 if errors else 0
 
     return _run(body)
+
+
+def _direction(tariff: TariffConfig, dest_class: str) -> str:
+    spec = tariff.classes.get(dest_class)
+    return spec.direction if spec is not None else "outgoing"
 
 
 def cmd_tariff_price(args: argparse.Namespace) -> int:
