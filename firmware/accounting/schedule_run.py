@@ -123,7 +123,7 @@ class JobRunner:
         self._prefix = _low_priority_prefix()
 
     def _cli(self, *arguments: str) -> list[str]:
-        command = [*self._prefix, sys.executable, "-m", "firmware.cli", *arguments]
+        command = [sys.executable, "-m", "firmware.cli", *arguments]
         command += ["--data-dir", str(self.data_dir)]
         if self.config_path:
             command += ["--config", str(self.config_path)]
@@ -185,6 +185,7 @@ class JobRunner:
         if plan.partial is not None:
             await asyncio.to_thread(plan.partial.parent.mkdir, parents=True, exist_ok=True)
         process = await asyncio.create_subprocess_exec(
+            *self._prefix,
             *plan.command,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,

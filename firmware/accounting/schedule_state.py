@@ -107,6 +107,7 @@ class ScheduleState:
         self.path = Path(path)
 
     def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(_CREATE)
