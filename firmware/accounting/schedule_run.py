@@ -36,7 +36,13 @@ log = logging.getLogger(__name__)
 JOB_TIMEOUT_S = 1800.0
 """A child still running after this long is killed and the run counts as failed."""
 
-EXTENSIONS = {"csv": ".csv", "csv-semicolon": ".csv", "xlsx": ".xlsx", "pdf": ".pdf"}
+EXTENSIONS = {
+    "csv": ".csv",
+    "csv-comma": ".csv",
+    "csv-semicolon": ".csv",
+    "xlsx": ".xlsx",
+    "pdf": ".pdf",
+}
 
 
 @dataclass(frozen=True)

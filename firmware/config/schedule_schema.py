@@ -4,7 +4,7 @@
 [[schedule.reports]]
 name = "monthly-costs"        # also the file name: monthly-costs-2026-10.xlsx
 report = "extension"          # a `minipbx report` kind
-format = "xlsx"               # csv | csv-semicolon | xlsx | pdf
+format = "xlsx"               # csv | csv-comma | csv-semicolon | xlsx | pdf
 period = "monthly"            # the previous full month (weekly: the previous Monday-Sunday)
 day = 1                       # monthly: day of the month it runs (1-28)
 weekday = "monday"            # weekly: the day it runs
@@ -47,6 +47,14 @@ def _clock_time(value: str) -> str:
     return value
 
 
+def _report_kind(value: str) -> str:
+    from firmware.accounting.reports import REPORTS  # lazy: the reports need no config
+
+    if value not in REPORTS:
+        raise ValueError(f"report {value!r} is not a report kind; one of: {', '.join(REPORTS)}")
+    return value
+
+
 def _email_address(value: str) -> str:
     if not re.fullmatch(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[A-Za-z]{2,}", value):
         raise ValueError(f"e-mail address {value!r} must look like name@example.pt")
@@ -54,6 +62,7 @@ def _email_address(value: str) -> str:
 
 
 ClockTime = Annotated[str, AfterValidator(_clock_time)]
+ReportKind = Annotated[str, AfterValidator(_report_kind)]
 EmailAddress = Annotated[str, AfterValidator(_email_address)]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
@@ -62,8 +71,9 @@ class ScheduledReportConfig(Section):
     """One report written (and e-mailed) every month or week, for the previous full period."""
 
     name: Name
-    report: Name
-    format: Literal["csv", "csv-semicolon", "xlsx", "pdf"] = "xlsx"
+    report: ReportKind
+    # csv: the site's dialect ([reports] csv_dialect); csv-comma, csv-semicolon: that one.
+    format: Literal["csv", "csv-comma", "csv-semicolon", "xlsx", "pdf"] = "xlsx"
     period: Literal["monthly", "weekly"] = "monthly"
     day: int = Field(default=1, ge=1, le=28)  # 29-31 do not exist every month
     weekday: Weekday = "monday"

@@ -252,14 +252,27 @@ def test_status_lists_the_next_run(config: Config, tmp_path: Path) -> None:
             "no [schedule.smtp] section",
         ),
         (
-            '[[schedule.reports]]\nname = "a"\nreport = "x"\n'
-            '[[schedule.reports]]\nname = "a"\nreport = "y"\n',
+            '[[schedule.reports]]\nname = "a"\nreport = "extension"\n'
+            '[[schedule.reports]]\nname = "a"\nreport = "class"\n',
             "report names must be unique: a repeated",
         ),
-        ('[[schedule.reports]]\nname = "retention"\nreport = "x"\n', "reserved for CDR retention"),
-        ('[[schedule.reports]]\nname = "a"\nreport = "x"\nday = 31\n', "less than or equal to 28"),
-        ('[[schedule.reports]]\nname = "a"\nreport = "x"\ntime = "6:00"\n', "must be HH:MM"),
-        ('[[schedule.reports]]\nname = "a"\nreport = "x"\nemail = ["nobody"]\n', "look like"),
+        (
+            '[[schedule.reports]]\nname = "retention"\nreport = "extension"\n',
+            "reserved for CDR retention",
+        ),
+        (
+            '[[schedule.reports]]\nname = "a"\nreport = "extension"\nday = 31\n',
+            "less than or equal to 28",
+        ),
+        ('[[schedule.reports]]\nname = "a"\nreport = "costs"\n', "'costs' is not a report kind"),
+        (
+            '[[schedule.reports]]\nname = "a"\nreport = "extension"\ntime = "6:00"\n',
+            "must be HH:MM",
+        ),
+        (
+            '[[schedule.reports]]\nname = "a"\nreport = "extension"\nemail = ["nobody"]\n',
+            "look like",
+        ),
         ('[schedule.smtp]\nhost = "h"\nfrom = "a@b.pt"\nsender = "c@d.pt"\n', "sender"),
     ],
 )
@@ -279,3 +292,67 @@ def test_a_late_start_after_the_due_minute_still_runs(config: Config, tmp_path: 
     assert scheduler.owed(job, utc("2026-12-01T06:00:30")) == utc("2026-12-01T06:00:00")
     assert scheduler.owed(job, utc("2026-12-01T05:59:59")) is None
     assert scheduler.owed(job, utc("2026-12-01T06:00:00") - timedelta(days=10)) is None
+
+
+async def test_the_real_report_command_writes_the_scheduled_file(tmp_path: Path) -> None:
+    """No fake: the child is `python -m firmware.cli report extension ...` on a real database."""
+    import csv
+
+    from firmware.calls.cdr import CallRecord, CdrStore
+
+    data = tmp_path / "data"
+    data.mkdir()
+    store = CdrStore(data / "cdr.sqlite3")
+    start = datetime(2026, 11, 10, 10, 0, tzinfo=UTC)
+    for caller, talk_s in (("202", 120), ("202", 30), ("203", 60)):
+        store.write_blocking(
+            CallRecord(
+                start=start,
+                answer=start + timedelta(seconds=5),
+                end=start + timedelta(seconds=5 + talk_s),
+                caller_number=caller,
+                caller_name="",
+                dialled="204",
+                called_extension="204",
+                answered_extension="204",
+                line=None,
+                line_group=None,
+                direction="internal",
+                disposition="answered",
+                hangup_side="caller",
+                destination_kind="internal",
+            )
+        )
+    store.write_blocking(  # in December: outside the reported month
+        CallRecord(
+            start=datetime(2026, 12, 1, 9, tzinfo=UTC),
+            answer=None,
+            end=datetime(2026, 12, 1, 9, 0, 20, tzinfo=UTC),
+            caller_number="202",
+            caller_name="",
+            dialled="204",
+            called_extension="204",
+            answered_extension=None,
+            line=None,
+            line_group=None,
+            direction="internal",
+            disposition="no_answer",
+            hangup_side="system",
+        )
+    )
+    store.close()
+    text = default_config_text() + SCHEDULE.format(folder=tmp_path / "reports")
+    config = parse_config(text.replace('format = "csv"', 'format = "csv-comma"'), "<test>")
+    now = utc("2026-11-20T00:00:00")
+    scheduler = ReportScheduler(config, data, clock=lambda: now)
+    await scheduler.run_due(now)
+    now = utc("2026-12-01T06:00:00")
+    [result] = await scheduler.run_due(now)
+    assert result.ok, result.error
+    with open(tmp_path / "reports" / "monthly-costs-2026-11.csv", encoding="utf-8") as file:
+        rows = {row[0]: row for row in csv.reader(file)}
+    header = rows["Extension"]
+    calls, talk = header.index("Calls"), header.index("Talk time (s)")
+    assert (rows["202"][calls], rows["202"][talk]) == ("2", "150")
+    assert (rows["203"][calls], rows["203"][talk]) == ("1", "60")
+    assert rows["Total"][calls] == "3"
