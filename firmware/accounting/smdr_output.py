@@ -46,6 +46,7 @@ STATE_FILE = "smdr_state.json"
 _REPLAY_CHUNK = 500  # rows read from the store at a time while catching up
 _SAVE_EVERY_S = 2.0  # how often a moved watermark is written to the state file
 _FIRST_REOPEN_S = 0.5
+KERNEL_SEND_BUFFER = 32768  # per TCP client, on top of client_queue_records
 _PARITIES = {"none": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "odd": serial.PARITY_ODD}
 
 Item = tuple[str, bytes]  # (call_id, line)
@@ -419,7 +420,8 @@ class _Client(asyncio.Protocol):
         """Input from clients is ignored (docs/smdr.md)."""
 
     def eof_received(self) -> bool:
-        return True  # a client that closed its sending side may still read
+        """A client that closes its side has gone: a record sent after that would be lost."""
+        return False
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -496,6 +498,7 @@ class TcpOutput:
         self.clients: list[_Client] = []
         self.server: asyncio.Server | None = None
         self.address = ""
+        self.port = 0
         self.last_call_id: str | None = None  # the newest record written to some client
         self.delivered = 0  # records written to at least one client (moves the watermark)
         self.counters = dict.fromkeys(
@@ -516,6 +519,7 @@ class TcpOutput:
             lambda: _Client(self), host.strip("[]"), int(port), reuse_address=True
         )
         bound = self.server.sockets[0].getsockname()
+        self.port = int(bound[1])  # the real one when tcp_listen asks for port 0
         self.address = f"{bound[0]}:{bound[1]}"
         log.info("event=smdr_tcp_listening address=%s", self.address)
 
@@ -580,8 +584,9 @@ class TcpOutput:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-                # A small kernel buffer, so a stalled reader shows up as one within records.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(4096, self.high_water))
+                # Bound what the kernel holds for a reader that stopped (Linux doubles it):
+                # beyond it, the stall shows in our own buffer, where it is counted.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SEND_BUFFER)
         client.transport.set_write_buffer_limits(high=self.high_water)
         first = not self.clients
         self.clients.append(client)
