@@ -91,6 +91,8 @@ class HolidayCalendar:
 
     def warm(self, *years: int) -> None:
         """Compute these years now (call it off the event loop)."""
+        if not self.country:
+            return
         for year in years:
             self._year(year)
 
