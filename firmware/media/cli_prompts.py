@@ -162,11 +162,13 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _uploads(args: argparse.Namespace, config: Config) -> Path:
-    from firmware.app import default_data_dir
     from firmware.media.prompt_library import uploads_folder
 
-    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir(config)
-    return uploads_folder(config.prompts, data_dir)
+    if args.data_dir:
+        return uploads_folder(config.prompts, Path(args.data_dir))
+    from firmware.app import default_data_dir  # the whole core: only when needed
+
+    return uploads_folder(config.prompts, default_data_dir(config))
 
 
 def _refuse(message: str) -> int:

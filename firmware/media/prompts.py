@@ -6,12 +6,12 @@ An upload goes through `import_prompt`: the size is checked before anything is r
 
 1. the DC offset of each channel is removed and the channels are averaged to mono;
 2. resampled to 8 kHz through an anti-alias low-pass (`firmware.media.resample`);
-3. the active level (mean power of the 20 ms frames within 30 dB of the loudest one, so
+3. 10 ms raised-cosine fades at both ends, so a prompt never starts or stops with a
+   click and music loops through silence;
+4. the active level (mean power of the 20 ms frames within 30 dB of the loudest one, so
    pauses do not count) is set to -16 dBm0 for prompts and -20 dBm0 for music, unless
    that would push a peak above -1 dBFS (then the peak sets the gain); a file whose
    loudest frame is under -60 dBm0 is refused as silent;
-4. 10 ms raised-cosine fades at both ends, so a prompt never starts or stops with a
-   click and music loops through silence;
 5. rounded to int16 and written as a canonical 8 kHz mono 16-bit WAV to a temporary file
    in the target folder, fsynced, then renamed over the old file (`os.replace`) and the
    folder fsynced. A failure at any step leaves the folder as it was.
@@ -177,10 +177,11 @@ def convert(data: bytes, *, music: bool = False, max_seconds: float = 300.0) -> 
         raise PromptError(
             "silent", f"the recording is silent (quieter than {SILENT_BELOW_DBM0:g} dBm0)"
         )
-    gain_db = target - active_level_dbm0(at_8k)
-    peak = float(np.max(np.abs(at_8k)))
+    faded = apply_fades(at_8k)
+    gain_db = target - active_level_dbm0(faded)
+    peak = float(np.max(np.abs(faded)))
     gain_db = min(gain_db, 20 * np.log10(PEAK_LIMIT / peak))
-    shaped = apply_fades(at_8k * db_to_gain(gain_db))
+    shaped = faded * db_to_gain(gain_db)
     samples = np.clip(np.rint(shaped), -32768, 32767).astype(np.int16)
     return Converted(samples, audio.format, audio.duration_s, gain_db, active_level_dbm0(samples))
 

@@ -29,6 +29,12 @@ PROMPT_PEAK = 3617.7
 PROMPT_RMS = 2558.1
 # -20 dBm0 for music: 22826.4 * 0.1 = 2282.6 peak.
 MUSIC_PEAK = 2282.6
+# The level is that of the stored file, fades included. A 10 ms raised-cosine ramp keeps
+# 3/8 of the power of its 80 samples, so a faded 20 ms frame has (80 * 3/8 + 80) / 160 =
+# 0.6875 of the power of a full one. A 1 s tone has 50 frames, two of them faded: mean
+# (48 + 2 * 0.6875) / 50 = 0.9875, so its steady part sits 1 / sqrt(0.9875) = 1.00631 above.
+FADE_FACTOR = 1 / np.sqrt(0.9875)
+STEADY_PEAK = PROMPT_PEAK * FADE_FACTOR  # 3640.5
 
 
 def write_wav(path: Path, channels: list[np.ndarray], rate: int, width: int = 2) -> Path:
@@ -91,15 +97,15 @@ def test_1_khz_at_44100_stereo_comes_out_1_khz_8000_mono_at_minus_16_dbm0(tmp_pa
     samples = read_back(path)
     assert samples.size == 8000
     steady = middle(samples)
-    assert amplitude_at(steady, 1000) == pytest.approx(PROMPT_PEAK, rel=0.01)
-    assert np.sqrt(np.mean(steady**2)) == pytest.approx(PROMPT_RMS, rel=0.01)
+    assert amplitude_at(steady, 1000) == pytest.approx(STEADY_PEAK, rel=0.003)
+    assert np.sqrt(np.mean(steady**2)) == pytest.approx(PROMPT_RMS * FADE_FACTOR, rel=0.003)
     # Nothing but the tone: everything else at least 50 dB below it.
     spectrum = np.abs(np.fft.rfft(steady * np.hanning(steady.size)))
     peak_bin = int(np.argmax(spectrum))
     assert peak_bin * 8000 / steady.size == pytest.approx(1000, abs=2)
     outside = np.delete(spectrum, range(peak_bin - 8, peak_bin + 9))
     assert 20 * np.log10(outside.max() / spectrum[peak_bin]) < -50
-    assert converted.level_dbm0 == pytest.approx(-16.0, abs=0.1)
+    assert converted.level_dbm0 == pytest.approx(-16.0, abs=0.02)
     assert converted.source.description == "PCM 16-bit 44100 Hz stereo"
 
 
@@ -117,7 +123,7 @@ def test_3900_hz_survives_and_6_khz_at_16_khz_is_40_db_down(tmp_path: Path) -> N
     samples = convert(write_wav(tmp_path / "in.wav", [mixed], 16000).read_bytes()).samples
     steady = middle(samples.astype(np.float64))
     kept, folded = amplitude_at(steady, 3900), amplitude_at(steady, 2000)
-    assert kept == pytest.approx(PROMPT_PEAK, rel=0.02)
+    assert kept == pytest.approx(STEADY_PEAK, rel=0.003)
     assert 20 * np.log10(folded / kept) < -40
 
 
@@ -140,7 +146,7 @@ def test_rates_channels_and_depths_all_give_the_same_tone(
     source = write_wav(tmp_path / "in.wav", [tone] * channels, rate, width)
     converted = convert(source.read_bytes())
     steady = middle(converted.samples.astype(np.float64))
-    expected = PROMPT_PEAK * np.sin(2 * np.pi * 440 * np.arange(800, 7200) / 8000)
+    expected = STEADY_PEAK * np.sin(2 * np.pi * 440 * np.arange(800, 7200) / 8000)
     error_db = 10 * np.log10(np.mean((steady - expected) ** 2) / np.mean(expected**2))
     assert error_db < (-40 if width == 1 else -60)  # 8-bit input brings its own noise
     assert converted.samples.size == 8000
@@ -150,15 +156,16 @@ def test_rates_channels_and_depths_all_give_the_same_tone(
 def test_music_is_set_to_minus_20_dbm0() -> None:
     data = _pcm16_bytes(sine(500, 8000))
     steady = middle(convert(data, music=True).samples.astype(np.float64))
-    assert amplitude_at(steady, 500) == pytest.approx(MUSIC_PEAK, rel=0.01)
+    assert amplitude_at(steady, 500) == pytest.approx(MUSIC_PEAK * FADE_FACTOR, rel=0.003)
 
 
 def test_speech_level_ignores_pauses() -> None:
     # 0.5 s of tone then 0.5 s of near silence: the level is the tone's, not half of it.
+    # 25 active frames, one faded: (24 + 0.6875) / 25 = 0.9875 again.
     signal = np.concatenate([sine(1000, 8000, 0.5), np.full(4000, 1.0)])
     converted = convert(_pcm16_bytes(signal))
     assert amplitude_at(converted.samples[800:3200].astype(np.float64), 1000) == pytest.approx(
-        PROMPT_PEAK, rel=0.01
+        STEADY_PEAK, rel=0.003
     )
 
 
@@ -173,13 +180,13 @@ def test_peaks_never_pass_minus_1_dbfs_even_when_the_level_is_short() -> None:
 
 
 def test_ends_are_faded_so_a_prompt_never_clicks() -> None:
-    # A cosine starts and ends at its peak: unfaded, the first sample would be 3618.
+    # A cosine starts and ends at its peak: unfaded, the first sample would be 3640.
     cosine = 10000 * np.cos(2 * np.pi * 1000 * np.arange(8000) / 8000)
     samples = convert(_pcm16_bytes(cosine)).samples.astype(np.float64)
     assert samples[0] == 0 and abs(samples[-1]) < 2
     # Raised-cosine ramp over 80 samples: at sample 40 the gain is 0.5.
-    assert samples[40] == pytest.approx(0.5 * PROMPT_PEAK, rel=0.02)
-    assert samples[400] == pytest.approx(PROMPT_PEAK, rel=0.01)
+    assert samples[40] == pytest.approx(0.5 * STEADY_PEAK, rel=0.003)
+    assert samples[400] == pytest.approx(STEADY_PEAK, rel=0.003)
 
 
 # ----- refusals leave the folder unchanged ---------------------------------------------------
