@@ -126,6 +126,8 @@ class SmdrFormatter:
     date_format: str = "dd/mm/yy"
     twelve_hour: bool = False
     currency: str = "EUR"
+    # Minor-unit digits of `currency` from the config (None: the ISO 4217 table).
+    decimals: int | None = None
     line_labels: Mapping[str, str] = field(default_factory=dict)
     # Line name -> extensions its incoming calls ring at once (answering any is no forward).
     ring_groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
@@ -145,6 +147,7 @@ class SmdrFormatter:
             date_format=date_format,
             twelve_hour=time_format == "12h",
             currency=config.accounting.currency,
+            decimals=getattr(config.accounting, "decimals", None),
             line_labels=dict(smdr.line_labels),
             ring_groups={line.name: frozenset(line.incoming) for line in config.lines},
         )
@@ -179,10 +182,15 @@ class SmdrFormatter:
             self._dial_number(row),
             ring_text(ring_ms // 1000),
             duration_text(-(-billed_ms // 1000)),  # billed time: whole seconds, rounded up
-            cost_text(row.get("cost_e4"), currency_decimals(currency), COLUMNS[7].width),
+            cost_text(row.get("cost_e4"), self._decimals(currency), COLUMNS[7].width),
             ascii_text(row.get("account_code")),
             self.condition_code(row),
         ]
+
+    def _decimals(self, currency: str) -> int:
+        if self.decimals is not None and currency.upper() == self.currency.upper():
+            return self.decimals
+        return currency_decimals(currency)
 
     def _date(self, moment: datetime) -> str:
         day, month, year = f"{moment.day:02d}", f"{moment.month:02d}", f"{moment.year % 100:02d}"

@@ -207,6 +207,12 @@ def test_cost_column_follows_the_currency_minor_unit(office, cost_e4, currency, 
     assert office.line(row(cost_e4=cost_e4, currency=currency))[71:80] == text
 
 
+def test_the_configured_minor_unit_wins_for_the_configured_currency() -> None:
+    formatter = SmdrFormatter(timezone=UTC, currency="EUR", decimals=3)
+    assert formatter.line(row(cost_e4=12345, currency="EUR"))[71:80] == b"    1.235"
+    assert formatter.line(row(cost_e4=12345, currency="USD"))[71:80] == b"     1.23"
+
+
 def test_ring_and_duration_texts_and_their_caps() -> None:
     assert ring_text(0) == "0'00"
     assert ring_text(125) == "2'05"
