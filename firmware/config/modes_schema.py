@@ -231,10 +231,10 @@ class ModesConfig(Section):
             )
             for (_, first_end, first), (second_start, _, second) in itertools.pairwise(ranges):
                 if second_start < first_end:
+                    later, earlier = max(first, second), min(first, second)
                     text = (
-                        f"schedule[{max(first, second)}] ({self.schedule[max(first, second)].describe()}) "
-                        f"overlaps schedule[{min(first, second)}] "
-                        f"({self.schedule[min(first, second)].describe()})"
+                        f"schedule[{later}] ({self.schedule[later].describe()}) overlaps "
+                        f"schedule[{earlier}] ({self.schedule[earlier].describe()})"
                     )
                     if not any(p.startswith(text) for p in problems):
                         problems.append(f"{text} on {day}: a moment must have one mode")

@@ -120,12 +120,13 @@ def _show(args: argparse.Namespace, config: Config, path: Path) -> int:
     ]  # fmt: skip
     coming = _coming(schedule, today + timedelta(days=1), today + timedelta(days=COMING_DAYS))
     if args.json:
-        print(json.dumps({**status, "at": format_time(now), "today": segments, "coming": coming,
-                          "history": [entry.to_json() for entry in history]}, indent=2))  # fmt: skip
+        history_json = [entry.to_json() for entry in history]
+        shown = {**status, "at": format_time(now), "today": segments, "coming": coming}
+        print(json.dumps({**shown, "history": history_json}, indent=2))
         return 0
     print(describe(status))
-    print(f"today ({today:%a %Y-%m-%d}, {status['timezone']}): " + ", ".join(
-        f"{s['from']}-{s['to']} {s['mode']}" for s in segments))  # fmt: skip
+    ranges = ", ".join(f"{s['from']}-{s['to']} {s['mode']}" for s in segments)
+    print(f"today ({today:%a %Y-%m-%d}, {status['timezone']}): {ranges}")
     if coming:
         print(f"closures and holidays in the next {COMING_DAYS} days:")
         for entry in coming:

@@ -70,7 +70,8 @@ def test_show_at_a_given_time_prints_the_day_and_what_is_coming(office_dir: Path
         "today (Tue 2026-06-09, Europe/Lisbon): 00:00-08:30 night, 08:30-12:30 day, "
         "12:30-14:00 lunch, 14:00-18:00 day, 18:00-24:00 night",
         "closures and holidays in the next 60 days:",
-        "  Wed 2026-06-10  holiday  holiday:Day of Portugal, Camões, and the Portuguese Communities",
+        "  Wed 2026-06-10  holiday  "
+        "holiday:Day of Portugal, Camões, and the Portuguese Communities",
         "  Sat 2026-06-13  holiday  holiday:Saint Anthony's Day",
         "  Mon 2026-08-03 to Sat 2026-08-08  holiday  closed:Summer vacation",
     ]
@@ -119,13 +120,25 @@ def test_set_until_a_local_time(office_dir: Path, capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize(
     ("arguments", "error"),
     [
-        (("set", "evening"), "minipbx mode: 'evening' is not a mode; modes are day, lunch, night, holiday"),
-        (("set", "night", "--for", "2 hours"), "minipbx mode: --for '2 hours': write a duration like 2h, 90m, 1h30m or 3d"),
+        (
+            ("set", "evening"),
+            "minipbx mode: 'evening' is not a mode; modes are day, lunch, night, holiday",
+        ),
+        (
+            ("set", "night", "--for", "2 hours"),
+            "minipbx mode: --for '2 hours': write a duration like 2h, 90m, 1h30m or 3d",
+        ),
         (("set", "night", "--for", "0m"), "minipbx mode: --for '0m' is no time at all"),
-        (("set", "night", "--until", "yesterday"), "minipbx mode: 'yesterday' is not an ISO time like 2026-06-08T08:30"),
-        (("set", "night", "--until", "2001-01-01T00:00"), "minipbx mode: --until 2001-01-01T00:00 is already past"),
+        (
+            ("set", "night", "--until", "yesterday"),
+            "minipbx mode: 'yesterday' is not an ISO time like 2026-06-08T08:30",
+        ),
+        (
+            ("set", "night", "--until", "2001-01-01T00:00"),
+            "minipbx mode: --until 2001-01-01T00:00 is already past",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_requests_exit_2_and_change_nothing(
     office_dir: Path, capsys: pytest.CaptureFixture[str], arguments: tuple[str, ...], error: str
 ) -> None:

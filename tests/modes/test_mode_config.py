@@ -105,17 +105,30 @@ def test_a_range_may_end_at_midnight() -> None:
 @pytest.mark.parametrize(
     ("closed", "error"),
     [
-        ("date = 2026-08-01\nfrom = 2026-08-01\nto = 2026-08-02",
-         "modes.closed[0]: give either date, or from and to, not both"),
-        ("from = 2026-08-01", "modes.closed[0]: give date = YYYY-MM-DD, or both from and to (inclusive)"),
-        ("from = 2026-08-15\nto = 2026-08-01", "modes.closed[0]: to 2026-08-01 is before from 2026-08-15"),
-        ("from = 2026-08-01\nto = 2027-08-15",
-         "modes.closed[0]: from 2026-08-01 to 2027-08-15 is 380 days: a typo in the year? (at most 366)"),
-        ('date = 2026-08-01\nmode = "vacation"',
-         "modes: closed[0].mode: 'vacation' is not a mode; modes are day, lunch, night, holiday "
-         "(add others to modes.names)"),
+        (
+            "date = 2026-08-01\nfrom = 2026-08-01\nto = 2026-08-02",
+            "modes.closed[0]: give either date, or from and to, not both",
+        ),
+        (
+            "from = 2026-08-01",
+            "modes.closed[0]: give date = YYYY-MM-DD, or both from and to (inclusive)",
+        ),
+        (
+            "from = 2026-08-15\nto = 2026-08-01",
+            "modes.closed[0]: to 2026-08-01 is before from 2026-08-15",
+        ),
+        (
+            "from = 2026-08-01\nto = 2027-08-15",
+            "modes.closed[0]: from 2026-08-01 to 2027-08-15 is 380 days: "
+            "a typo in the year? (at most 366)",
+        ),
+        (
+            'date = 2026-08-01\nmode = "vacation"',
+            "modes: closed[0].mode: 'vacation' is not a mode; modes are day, lunch, night, holiday "
+            "(add others to modes.names)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_closures(closed: str, error: str) -> None:
     assert errors_of("", extra="[[modes.closed]]\n" + closed) == [error]
 
