@@ -506,6 +506,7 @@ class TcpOutput:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._saved_at = 0.0
 
     @property
     def high_water(self) -> int:
@@ -569,6 +570,20 @@ class TcpOutput:
         if written:
             self.last_call_id = call_id
             self.delivered += 1
+            self._save_now_and_then()
+
+    def _save_now_and_then(self) -> None:
+        """Keep the state file near the truth, so a crash re-sends little to the next client."""
+        now = time.monotonic()
+        if now - self._saved_at < _SAVE_EVERY_S or self._stopping:
+            return
+        self._saved_at = now
+        self._track(asyncio.to_thread(self.watermarks.save, "tcp", self.last_call_id))
+
+    def _track(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ----- clients ------------------------------------------------------------------------
 
@@ -596,9 +611,7 @@ class TcpOutput:
         client.transport.write(self.formatter.header())
         if first and self.replay_limit > 0:
             client.replaying = True
-            task = asyncio.get_running_loop().create_task(self._replay(client))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._track(self._replay(client))
 
     def client_gone(self, client: _Client, error: Exception | None) -> None:
         if client not in self.clients:
@@ -607,11 +620,7 @@ class TcpOutput:
         log.info("event=smdr_tcp_client_gone peer=%s error=%r clients=%d", client.peer,
                  str(error or ""), len(self.clients))  # fmt: skip
         if not self.clients and not self._stopping:
-            task = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(self.watermarks.save, "tcp", self.last_call_id)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._track(asyncio.to_thread(self.watermarks.save, "tcp", self.last_call_id))
 
     async def _replay(self, client: _Client) -> None:
         """Send the records stored after the last one any client took, then go live."""
