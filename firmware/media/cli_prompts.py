@@ -89,6 +89,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         )
     except PromptError as error:
         return _refuse(f"{args.name} not added: {args.file}: {error.reason}")
+    except OSError as error:  # the uploads folder: permissions, a full disk
+        return _refuse(f"{args.name} not added: cannot write to {folder}: {error.strerror}")
     print(f"stored {key.describe()} in {path}")
     print(_summary(converted))
     print("a running core plays it after `minipbx reload`")
@@ -130,6 +132,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
         path = remove(_uploads(args, config), key)
     except PromptError as error:
         return _refuse(error.reason)
+    except OSError as error:
+        return _refuse(f"cannot remove {args.name}: {error.strerror}")
     print(f"removed {path}; a running core notices at its next `minipbx reload`")
     return 0
 

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import re
+import stat
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -269,10 +270,16 @@ def list_stored(
         if not place.is_dir():
             continue
         for path in sorted(place.glob("*.wav")):
-            if not NAME_PATTERN.fullmatch(path.stem) or not path.is_file():
+            if not NAME_PATTERN.fullmatch(path.stem):
+                continue
+            try:
+                status = path.stat()
+            except OSError:  # removed while we looked: it is simply not there
+                continue
+            if not stat.S_ISREG(status.st_mode):
                 continue
             key = PromptKey(path.stem, music=music, language=language)
-            seconds = max(path.stat().st_size - 44, 0) / (2 * SAMPLE_RATE)
+            seconds = max(status.st_size - 44, 0) / (2 * SAMPLE_RATE)
             found.append(StoredPrompt(key, path, seconds))
     return found
 

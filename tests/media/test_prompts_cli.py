@@ -111,6 +111,11 @@ def test_bad_name_and_config_limits(tmp_path: Path) -> None:
     assert too_big.returncode == 1
     assert "the file is 0.09 MB; uploads may be at most 0.06 MB" in too_big.stderr
     assert folder_state(tmp_path / "prompts") == {}
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    unwritable = minipbx("add", "hello", str(source), "--data-dir", str(not_a_folder))
+    assert unwritable.returncode == 1
+    assert f"hello not added: cannot write to {not_a_folder}/prompts" in unwritable.stderr
 
 
 def test_check_validates_without_storing(tmp_path: Path) -> None:
