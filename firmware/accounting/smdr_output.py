@@ -200,6 +200,7 @@ class SerialOutput:
         self.last_call_id: str | None = None
         self._port: Any = None
         self._lines_since_header = 0
+        self._sent_since_open = 0
         self._replayed: set[str] = set()
         self._saved_at = 0.0
         self.thread = threading.Thread(target=self._run, name="smdr-serial", daemon=True)
@@ -250,7 +251,7 @@ class SerialOutput:
                         self.stopping.wait(delay)
                         delay = min(delay * 2, self.settings.reopen_max_s)
                         continue
-                    delay, failures = _FIRST_REOPEN_S, 0
+                    failures = 0
                 try:
                     self._serve()
                 except (serial.SerialException, OSError) as error:
@@ -258,6 +259,12 @@ class SerialOutput:
                 except Exception as error:  # A bug must not end the output for good.
                     log.exception("event=smdr_serial_failed url=%s", self.settings.url)
                     self._lost(error)
+                if self._port is None:
+                    # A port that opens but fails at once must not spin: back off here too,
+                    # unless it had carried records since it opened.
+                    delay = _FIRST_REOPEN_S if self._sent_since_open else delay
+                    self.stopping.wait(delay)
+                    delay = min(delay * 2, self.settings.reopen_max_s)
         finally:
             self._close()
             self.watermarks.save("serial", self.last_call_id)
@@ -278,13 +285,14 @@ class SerialOutput:
             return False
         log.info("event=smdr_serial_open url=%s attempts=%d", self.settings.url, failures + 1)
         self._set_state("open")
-        self._lines_since_header = 0
-        self._write(self.formatter.header())
+        self._sent_since_open = 0
         self.gap.set()  # whatever was published while the port was away is in the store
         return True
 
     def _serve(self) -> None:
         """Write lines until told to stop; a gap first sends what the store has after us."""
+        self._write(self.formatter.header())
+        self._lines_since_header = 0
         while not self.stopping.is_set():
             if self.gap.is_set():
                 self._catch_up()
@@ -352,6 +360,7 @@ class SerialOutput:
             self._lines_since_header = 0
         self._write(line)
         self._lines_since_header += 1
+        self._sent_since_open += 1
         self.last_call_id = call_id
         with self.lock:
             self.counters["sent"] += 1
