@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 from firmware.accounting.prepaid import (
@@ -43,17 +44,30 @@ __all__ = ["RatingEngine", "RerateSummary", "make_rater", "rerate", "setup_ratin
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30.0
-RERATE_BATCH = 2000
+RERATE_BATCH = 5000
 """Rows updated per transaction by a re-rating: short enough that the writer never waits long."""
 UNCLASSIFIED = "unclassified"
 """dest_class of an outgoing number no prefix of its tariff matches (cost left NULL)."""
 
-_INDEXES = ("CREATE INDEX IF NOT EXISTS cdr_rating_tier ON cdr (tariff, dest_class, start_utc)",)
+_SETUP = (
+    "CREATE INDEX IF NOT EXISTS cdr_rating_tier ON cdr (tariff, dest_class, start_utc)",
+    # Calls counted so far per month and tier party: one row read and written per tiered
+    # record instead of a count over the month. Derived data: a missing row is recounted
+    # from the cdr table, and a re-rating drops the rows of the months it recomputed.
+    """CREATE TABLE IF NOT EXISTS rating_tier_count (
+        month      TEXT NOT NULL,
+        tariff     TEXT NOT NULL,
+        dest_class TEXT NOT NULL,
+        party      TEXT NOT NULL,
+        calls      INTEGER NOT NULL,
+        PRIMARY KEY (month, tariff, dest_class, party)
+    ) WITHOUT ROWID""",
+)
 
 
 def setup_rating(connection: sqlite3.Connection) -> None:
-    """The rating index and the prepaid tables, created if missing (idempotent)."""
-    for statement in _INDEXES:
+    """The rating index, the tier counters and the prepaid tables, if missing (idempotent)."""
+    for statement in _SETUP:
         connection.execute(statement)
     ensure_tables(connection)
 
@@ -92,7 +106,8 @@ class RatingEngine:
         self.did_accounts = dict(config.accounting.did_accounts)
         self._destinations: dict[tuple[str, str, str], Destination | None] = {}
         self._bands: dict[tuple[str, str], Band] = {}
-        self._months: dict[str, tuple[str, str, str]] = {}
+        self._months: list[tuple[str, str, str]] = []
+        self._prices: dict[tuple[int, int, str, Decimal | None], int] = {}
         self.party_sql = _party_sql(self.did_accounts)
         self.count_sql = (
             "SELECT COUNT(*) FROM cdr WHERE tariff = ? AND dest_class = ? AND start_utc >= ?"
@@ -200,13 +215,12 @@ class RatingEngine:
 
     def month_of(self, start_utc: str) -> tuple[str, str, str]:
         """(YYYY-MM local, first instant UTC, next month's first instant UTC) of a start time."""
-        key = start_utc[:16]  # local midnight is a whole minute in every zone
-        found = self._months.get(key)
-        if found is None:
-            if len(self._months) > 100_000:
-                self._months.clear()
-            local = _parse_utc(start_utc).astimezone(self.book.zone)
-            found = self._months[key] = self.month_bounds(local.year, local.month)
+        for month in self._months:  # a handful of months: compare the stored text
+            if month[1] <= start_utc < month[2]:
+                return month
+        local = _parse_utc(start_utc).astimezone(self.book.zone)
+        found = self.month_bounds(local.year, local.month)
+        self._months = [found, *self._months[:11]]
         return found
 
     def month_bounds(self, year: int, month: int) -> tuple[str, str, str]:
@@ -223,7 +237,17 @@ class RatingEngine:
             return 0
         pricing = decision.destination.pricing
         per_call = tier_price(pricing.tiers, call_number) if pricing.tiers and call_number else None
-        return to_e4(call_price(pricing, decision.billed_s, decision.band, per_call))
+        key = (id(pricing), decision.billed_s, decision.band, per_call)
+        cost = self._prices.get(key)
+        if (
+            cost is None
+        ):  # the same few prices recur: cached per engine (its Pricing objects live on)
+            if len(self._prices) > 100_000:
+                self._prices.clear()
+            cost = self._prices[key] = to_e4(
+                call_price(pricing, decision.billed_s, decision.band, per_call)
+            )
+        return cost
 
     def columns(
         self, decision: Decision | None, cost_e4: int | None, prepaid: str | None, stamp: str
@@ -289,6 +313,38 @@ class _Rater:
         version = connection.execute("PRAGMA schema_version").fetchone()[0]
         self._ready.add((id(connection), version))
 
+    def _call_number(
+        self,
+        connection: sqlite3.Connection,
+        engine: RatingEngine,
+        decision: Decision,
+        start_utc: str,
+    ) -> int:
+        """This call's number in its month and tier party, counted in the same transaction."""
+        assert decision.destination is not None
+        month, first, after = engine.month_of(start_utc)
+        key = (month, decision.tariff.name, decision.destination.dest_class, decision.party)
+        found = connection.execute(
+            "SELECT calls FROM rating_tier_count WHERE month = ? AND tariff = ? AND dest_class = ?"
+            " AND party = ?",
+            key,
+        ).fetchone()
+        if found is not None:
+            number = found[0] + 1
+            connection.execute(
+                "UPDATE rating_tier_count SET calls = ? WHERE month = ? AND tariff = ?"
+                " AND dest_class = ? AND party = ?",
+                (number, *key),
+            )
+            return number
+        (earlier,) = connection.execute(
+            engine.count_sql, (key[1], key[2], first, after, key[3])
+        ).fetchone()
+        connection.execute(
+            "INSERT INTO rating_tier_count VALUES (?, ?, ?, ?, ?)", (*key, earlier + 1)
+        )
+        return earlier + 1
+
     def __call__(
         self, connection: sqlite3.Connection, row: dict[str, Any]
     ) -> dict[str, Any] | None:
@@ -301,19 +357,7 @@ class _Rater:
         self._setup(connection)
         call_number = None
         if decision.tiered:
-            assert decision.destination is not None
-            _, first, after = engine.month_of(row["start_utc"])
-            (earlier,) = connection.execute(
-                engine.count_sql,
-                (
-                    decision.tariff.name,
-                    decision.destination.dest_class,
-                    first,
-                    after,
-                    decision.party,
-                ),
-            ).fetchone()
-            call_number = earlier + 1
+            call_number = self._call_number(connection, engine, decision, row["start_utc"])
         cost = engine.cost_e4(decision, call_number)
         now = self.clock()
         prepaid = None
@@ -394,6 +438,9 @@ def rerate(
     connection = sqlite3.connect(os.fspath(db_path), isolation_level=None, timeout=BUSY_TIMEOUT_S)
     try:
         connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        # No fsync per batch (WAL stays consistent; a power cut loses at most the last
+        # batches, rows and ledger together, and the re-rating can simply be run again).
+        connection.execute("PRAGMA synchronous = NORMAL")
         _ensure_cdr_table(connection)
         connection.execute("BEGIN IMMEDIATE")
         setup_rating(connection)
@@ -409,10 +456,7 @@ def rerate(
         in_period = [period_first <= row["start_utc"] < period_after for row in rows]
         decisions = [engine.decide(row) if engine.active else None for row in rows]
         call_numbers = _tier_numbers(engine, rows, decisions, now, summary)
-        drawn = _drawn(
-            connection,
-            [row["call_id"] for row, inside in zip(rows, in_period, strict=True) if inside],
-        )
+        drawn = _drawn(connection, period_first, period_after)
         stamp = utc_stamp(now)
         pending: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for row, decision, number, inside in zip(
@@ -428,7 +472,13 @@ def rerate(
             new = engine.columns(decision, cost, account.name if account else None, stamp)
             summary.old_total_e4 += row["cost_e4"] or 0
             summary.new_total_e4 += cost or 0
-            changed = any(row[name] != new[name] for name in _RATING)
+            changed = (
+                row["cost_e4"] != new["cost_e4"]
+                or row["dest_class"] != new["dest_class"]
+                or row["tariff"] != new["tariff"]
+                or row["currency"] != new["currency"]
+                or row["prepaid_account"] != new["prepaid_account"]
+            )
             summary.changed += changed
             if changed or drawn.get(row["call_id"]) or account is not None:
                 pending.append((row, new if changed else {}))
@@ -437,6 +487,12 @@ def rerate(
                 pending = []
         if pending:
             _write_batch(connection, engine, pending, drawn, summary, now)
+        first_month = engine.month_bounds(start.year, start.month)[0]
+        last_month = engine.month_bounds(end.year, end.month)[0]
+        connection.execute(  # the writer recounts these months' tiers from the rows
+            "DELETE FROM rating_tier_count WHERE month >= ? AND month <= ?",
+            (first_month, last_month),
+        )
     finally:
         connection.close()
     log.info(
@@ -492,19 +548,22 @@ def _tier_numbers(
     return numbers
 
 
-def _drawn(connection: sqlite3.Connection, call_ids: Iterable[str]) -> dict[str, dict[str, int]]:
-    """What each call has drawn so far from each prepaid account (from the ledger)."""
+def _drawn(connection: sqlite3.Connection, first: str, after: str) -> dict[str, dict[str, int]]:
+    """What each call of the period has drawn so far from each prepaid account (the ledger).
+
+    Driven from the ledger (CROSS JOIN fixes the order in SQLite): it holds only prepaid
+    calls, far fewer than the period's records.
+    """
     drawn: dict[str, dict[str, int]] = {}
-    ids = list(call_ids)
-    for offset in range(0, len(ids), 500):
-        chunk = ids[offset : offset + 500]
-        for call_id, account, total in connection.execute(
-            "SELECT call_id, account, -SUM(delta_e4) FROM prepaid_ledger WHERE call_id IN"
-            f" ({', '.join('?' * len(chunk))}) GROUP BY call_id, account",
-            chunk,
-        ):
-            if total:
-                drawn.setdefault(call_id, {})[account] = total
+    for call_id, account, total in connection.execute(
+        "SELECT ledger.call_id, ledger.account, -SUM(ledger.delta_e4) FROM prepaid_ledger AS ledger"
+        " CROSS JOIN cdr ON cdr.call_id = ledger.call_id"
+        " WHERE ledger.call_id IS NOT NULL AND cdr.start_utc >= ? AND cdr.start_utc < ?"
+        " GROUP BY ledger.call_id, ledger.account",
+        (first, after),
+    ):
+        if total:
+            drawn.setdefault(call_id, {})[account] = total
     return drawn
 
 

@@ -105,3 +105,25 @@ def test_rerate_of_a_database_without_calls(tmp_path: Path) -> None:
         rerate(path, make_config(), date(2024, 5, 1), date(2024, 5, 31))
     with pytest.raises(ValueError, match="ends"):
         rerate(path, make_config(), date(2024, 5, 2), date(2024, 5, 1))
+
+
+def test_writes_after_a_rerate_continue_the_months_count(tmp_path: Path) -> None:
+    path = tmp_path / "cdr.sqlite3"
+    config = make_config()
+    small = "214000001"  # class "small": 2.00 for calls 1-2, 1.00 from the 3rd
+    first = [
+        call(small, 10, direction="incoming", answer=f"2024-05-0{day}T10:00:00") for day in (2, 3)
+    ]
+    write_all(path, first, lambda: config)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute(
+            "SELECT month, party, calls FROM rating_tier_count"
+        ).fetchall() == [("2024-05", "ext:202", 2)]
+    rerate(path, config, date(2024, 5, 1), date(2024, 5, 31), now=NOW)
+    with sqlite3.connect(path) as connection:  # dropped: recounted from the rows when needed
+        assert connection.execute("SELECT COUNT(*) FROM rating_tier_count").fetchone() == (0,)
+    later = [
+        call(small, 10, direction="incoming", answer=f"2024-05-0{day}T10:00:00") for day in (4, 5)
+    ]
+    write_all(path, later, lambda: config)
+    assert costs_of(path) == [20000, 20000, 10000, 10000]
