@@ -499,7 +499,7 @@ class _QueryRows:
         connection: sqlite3.Connection,
         sql: str,
         params: Mapping[str, Any],
-        convert: Callable[[sqlite3.Row], tuple[Any, ...]],
+        convert: Callable[[Sequence[Any]], tuple[Any, ...]],
     ) -> None:
         self.connection = connection
         self.sql = sql
@@ -507,7 +507,9 @@ class _QueryRows:
         self.convert = convert
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        cursor = self.connection.execute(self.sql, self.params)
+        cursor = self.connection.cursor()
+        cursor.row_factory = None  # plain tuples: the converters index by position
+        cursor.execute(self.sql, self.params)
         try:
             for row in cursor:
                 yield self.convert(row)
@@ -1034,7 +1036,7 @@ def _detail_report(
     query: _Query,
     columns: Sequence[Column],
     select: Sequence[str],
-    convert: Callable[[sqlite3.Row], tuple[Any, ...]],
+    convert: Callable[[Sequence[Any]], tuple[Any, ...]],
     extra: Sequence[str] = (),
     from_sql: str = "cdr",
     statement: bool = False,
@@ -1069,17 +1071,19 @@ def _detail_report(
 def calls_report(
     connection: sqlite3.Connection, filters: Filters, settings: ReportSettings
 ) -> Report:
-    """Every call with its parties, line, account code, class, times and cost."""
+    """Every call: its extension, the number at the other end, line, code, class, times, cost.
+
+    The caller's name is shown for incoming calls only (for the others it is the
+    extension's own name); who was rung and who answered are in the incoming report.
+    """
     query = _Query(connection, filters, settings)
     local = _local_datetime(settings.zone)
     columns = (
         Column("start", "Start", ColumnKind.DATETIME),
         _text("direction", "Direction"),
         _text("extension", "Extension"),
-        _text("caller_number", "Caller"),
-        _text("caller_name", "Caller name"),
         _text("number", "Number"),
-        _text("answered_extension", "Answered by"),
+        _text("caller_name", "Caller name"),
         _text("transferred_by", "Transferred by"),
         _text("line", "Line"),
         _text("account_code", "Account"),
@@ -1093,10 +1097,8 @@ def calls_report(
         f"{query.local_time_sql()} AS local_start",
         "direction",
         f"{OWNER_SQL} AS owner",
-        "caller_number",
-        "caller_name",
-        "coalesce(nullif(external_number, ''), dialled) AS number",
-        "answered_extension",
+        f"{FAR_NUMBER_SQL} AS number",
+        "CASE WHEN direction = 'incoming' THEN caller_name END AS caller_name",
         "transferred_by",
         "line",
         "account_code",
@@ -1107,8 +1109,8 @@ def calls_report(
         f"{_COST_SQL} AS cost_e4",
     )
 
-    def convert(row: sqlite3.Row) -> tuple[Any, ...]:
-        cost = row[14]
+    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
+        cost = row[12]
         return (
             local(row[0]),
             row[1],
@@ -1120,10 +1122,8 @@ def calls_report(
             row[7],
             row[8],
             row[9],
-            row[10],
-            row[11],
-            int(row[12] + 0.5),
-            int(row[13] + 0.5),
+            int(row[10] + 0.5),
+            int(row[11] + 0.5),
             None if cost is None else Decimal(cost).scaleb(-4),
         )
 
@@ -1163,7 +1163,7 @@ def incoming_report(
         "billable_s",
     )
 
-    def convert(row: sqlite3.Row) -> tuple[Any, ...]:
+    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
         return (local(row[0]), *tuple(row)[1:9], int(row[9] + 0.5), int(row[10] + 0.5))
 
     incoming = "direction = 'incoming'"
@@ -1212,7 +1212,7 @@ def cross_site_report(
     crossed = "correlation_id != ''"
     joined = filters.other_site_database is not None
 
-    def convert(row: sqlite3.Row) -> tuple[Any, ...]:
+    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
         cost = row[8]
         cells = (
             local(row[0]),
@@ -1221,11 +1221,12 @@ def cross_site_report(
             None if cost is None else Decimal(cost).scaleb(-4),
         )
         if joined:
-            other_talk = row["other_talk_s"]
+            # After the 11 columns of "here": site, answered, disposition, talk there.
+            other_talk = row[14]
             cells += (
-                row["other_site"],
-                row["other_answered"],
-                row["other_disposition"],
+                row[11],
+                row[12],
+                row[13],
                 None if other_talk is None else int(other_talk + 0.5),
             )
         return cells
@@ -1319,7 +1320,7 @@ def statement_report(
         f"{_COST_SQL} AS cost_e4",
     )
 
-    def convert(row: sqlite3.Row) -> tuple[Any, ...]:
+    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
         cost = row[6]
         return (
             local(row[0]),
