@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -110,7 +111,7 @@ def _database(args: argparse.Namespace, config: Config) -> Path:
     return default_data_dir(config) / "cdr.sqlite3"
 
 
-def _run(body) -> int:  # type: ignore[no-untyped-def]
+def _run(body: Callable[[], int]) -> int:
     try:
         return int(body() or 0)
     except _Failed as failure:
