@@ -103,8 +103,9 @@ class Filters:
     ``start``..``end`` are local dates (both included). ``extensions`` and ``department``
     match the call's owner extension. ``number`` is a shell-style pattern (SQLite GLOB:
     ``*`` any digits, ``?`` one, ``[0-4]`` a range; ``[*]`` a literal star) matched
-    against the outside number, the dialled digits, and for incoming calls the caller's
-    number. ``min_talk_s`` keeps calls with at least that much talk time (answer to
+    against the number at the other end (the outside number dialled, without the access
+    code; the caller's number of an incoming call; the digits of an internal call) and
+    the DID an incoming call came in on. ``min_talk_s`` keeps calls with at least that much talk time (answer to
     hang-up). ``top`` is the length of the top-numbers list; ``other_site_database`` is
     the CDR database file of a sibling site for the cross-site report.
     """
@@ -293,10 +294,10 @@ FAR_NUMBER_SQL = (
 """The number at the other end: who called in, or what was called out."""
 
 _NUMBER_MATCH_SQL = (
-    "(CASE WHEN direction = 'incoming' "
-    "THEN caller_number GLOB :number OR coalesce(external_number, '') GLOB :number "
-    "ELSE coalesce(external_number, '') GLOB :number OR dialled GLOB :number END)"
+    f"({FAR_NUMBER_SQL} GLOB :number OR (direction = 'incoming' "
+    "AND coalesce(external_number, '') GLOB :number))"
 )
+"""The number pattern: the number at the other end, or the DID an incoming call came in on."""
 
 _IN_CURRENCY_SQL = "coalesce(currency, :currency) = :currency"
 _COST_SQL = f"(CASE WHEN {_IN_CURRENCY_SQL} THEN cost_e4 END)"
