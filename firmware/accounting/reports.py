@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from firmware.accounting.tariffs import money_from_e4, statement_totals
 from firmware.calls.cdr import Direction, Disposition
 
 __all__ = [
@@ -195,9 +196,9 @@ class ReportSettings:
         return cls(
             site_name=config.site.name,
             timezone=config.site.timezone,
-            currency=getattr(accounting, "currency", "EUR"),
-            vat_percent=Decimal(str(getattr(accounting, "vat_percent", 0))),
-            decimals=getattr(accounting, "decimals", 2),
+            currency=accounting.currency,
+            vat_percent=accounting.vat_percent,
+            decimals=accounting.decimals,
             departments=dict(config.reports.departments),
             extension_names={e.number: e.name for e in config.extensions},
             top_numbers=config.reports.top_numbers,
@@ -248,14 +249,7 @@ class Report:
 
 
 # ---------------------------------------------------------------------------
-# Money (same rules as firmware/accounting/tariffs.py: docs/accounting.md, Rounding)
-
-_CENT = Decimal("0.01")
-
-
-def _money_from_e4(value: int) -> Decimal:
-    """Ten-thousandths of the currency as an exact Decimal with 4 places."""
-    return Decimal(value).scaleb(-4)
+# Money: the rules of docs/accounting.md (Rounding), from the tariff engine itself
 
 
 def _round_half_up(value: Decimal, places: int = 2) -> Decimal:
@@ -264,13 +258,12 @@ def _round_half_up(value: Decimal, places: int = 2) -> Decimal:
 
 def _statement_totals(net_e4: int, settings: ReportSettings) -> StatementTotals:
     """Net total rounded half up to the minor unit; VAT once on that rounded total, half up."""
-    net = _round_half_up(_money_from_e4(net_e4), settings.decimals)
-    vat = _round_half_up(net * settings.vat_percent / 100, settings.decimals)
-    return StatementTotals(net=net, vat_percent=settings.vat_percent, vat=vat, gross=net + vat)
+    net, vat, gross = statement_totals(net_e4, settings)
+    return StatementTotals(net=net, vat_percent=settings.vat_percent, vat=vat, gross=gross)
 
 
 def _money(cost_e4: int | None, places: int = 2) -> Decimal | None:
-    return None if cost_e4 is None else _round_half_up(_money_from_e4(cost_e4), places)
+    return None if cost_e4 is None else _round_half_up(money_from_e4(cost_e4), places)
 
 
 def _seconds(value: float | None) -> int:
@@ -1125,7 +1118,7 @@ def calls_report(
             row[9],
             int(row[10] + 0.5),
             int(row[11] + 0.5),
-            None if cost is None else Decimal(cost).scaleb(-4),
+            None if cost is None else money_from_e4(cost),
         )
 
     return _detail_report("calls", "Call list", query, columns, select, convert)
@@ -1219,7 +1212,7 @@ def cross_site_report(
             local(row[0]),
             *tuple(row)[1:7],
             int(row[7] + 0.5),
-            None if cost is None else Decimal(cost).scaleb(-4),
+            None if cost is None else money_from_e4(cost),
         )
         if joined:
             # After the 11 columns of "here": site, answered, disposition, talk there.
@@ -1327,7 +1320,7 @@ def statement_report(
             local(row[0]),
             *tuple(row)[1:5],
             int(row[5] + 0.5),
-            None if cost is None else Decimal(cost).scaleb(-4),
+            None if cost is None else money_from_e4(cost),
         )
 
     chargeable = (

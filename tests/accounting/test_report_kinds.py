@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -410,6 +411,10 @@ def test_settings_from_config() -> None:
         number = "201"
         name = "Zé"
         port = 1
+        [accounting]
+        currency = "CZK"
+        vat_percent = "21"
+        decimals = 2
         [reports]
         top_numbers = 5
         [reports.departments]
@@ -421,4 +426,23 @@ def test_settings_from_config() -> None:
     assert settings.departments == {"sales": ("201",)}
     assert settings.extension_names["201"] == "Zé"
     assert settings.top_numbers == 5
-    assert settings.currency == "EUR"
+    assert (settings.currency, settings.vat_percent, settings.decimals) == ("CZK", Decimal(21), 2)
+
+
+def test_currency_without_minor_unit(sample_connection: sqlite3.Connection) -> None:
+    """With decimals = 0 sums round to whole units; single calls keep their 4 decimals."""
+    settings = replace(SETTINGS, decimals=0)
+    report = run_report(sample_connection, "extension", MAY, settings)
+    assert [row[report.column_index("cost")] for row in report.rows] == [
+        Decimal(2),  # 1.5000 half up
+        Decimal(0),  # 0.1250
+        Decimal(0),
+        Decimal(0),
+    ]
+    assert report.columns[report.column_index("cost")].places == 0
+    filters = replace(MAY, extensions=("201",))
+    statement = run_report(sample_connection, "statement", filters, settings)
+    assert statement.statement == StatementTotals(
+        net=Decimal(2), vat_percent=Decimal(23), vat=Decimal(0), gross=Decimal(2)
+    )
+    assert next(iter(statement.rows))[-1] == Decimal("0.4995")
