@@ -460,6 +460,9 @@ def write_text(report: Report, stream: IO[str], decimal_comma: bool = False) -> 
                 widths[index] = max(
                     widths[index], len(_cell_text(column, value, decimal_comma, True))
                 )
+    if report.totals is not None:
+        for index, text in enumerate(_totals_text(report, decimal_comma)[1:], start=1):
+            widths[index] = max(widths[index], len(text))
     widths = [min(width, 40) for width in widths]
 
     def line(cells: Sequence[str]) -> str:
