@@ -25,6 +25,7 @@ from firmware.lines.audio import AudioPortMap, MemoryAudio, PortAudio, PyAudioAu
 from firmware.lines.service import LineCardService
 from firmware.lines.simulator import SimulatedLineCard
 from firmware.media.mixer import Mixer
+from firmware.media.prompt_library import LibraryReport, async_load_prompts
 from firmware.media.soundbank import SoundBank
 from firmware.media.tones import (
     DTMF_FREQUENCIES,
@@ -35,6 +36,7 @@ from firmware.media.tones import (
     parse_tone,
     render_cycle,
 )
+from firmware.modes.service import ModeService
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ TEST_TONE = "test_tone"  # 1004 Hz, the classic line test frequency (ITU-T O.6 b
 TEST_TONE_HZ = 1004.0
 
 # Settings a reload cannot change while calls may be using them.
-_RESTART_ONLY = ("line_card", "site", "storage", "tones", "sip", "sibling_sites")
+_RESTART_ONLY = ("line_card", "site", "storage", "tones", "sip", "sibling_sites", "smdr")
 
 
 def default_data_dir(config: Config | None = None) -> Path:
@@ -88,6 +90,8 @@ class Appliance:
         self.line_card: LineCardService | None = None
         self.api = None
         self.smdr: SmdrService | None = None
+        self.modes: ModeService | None = None
+        self.prompts: LibraryReport | None = None
         self.scheduler: ReportScheduler | None = None
         self.sip = None
         self.rtp = None
@@ -104,6 +108,9 @@ class Appliance:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, lambda: self.data_dir.mkdir(parents=True, exist_ok=True))
         self.cdr = CdrStore(self.data_dir / "cdr.sqlite3", rater=make_rater(lambda: self.config))
+        self.prompts = await async_load_prompts(self.mixer.sounds, self.config, self.data_dir)
+        self.modes = ModeService(self.config, self.data_dir)
+        await self.modes.start()
         card = self.config.line_card
         audio: PortAudio
         if card.url == "sim":
@@ -121,6 +128,7 @@ class Appliance:
             url = card.url
         self.mixer.start()
         self.calls = CallManager(self.config, self.mixer, self.cdr)
+        self.calls.modes = self.modes
         self.smdr = SmdrService(self.config, Path(self.cdr.path))
         await self.smdr.start()
         self.calls.record_listeners.append(self.smdr.publish)
@@ -166,6 +174,8 @@ class Appliance:
             await self.scheduler.stop()
         if self.calls is not None:
             await self.calls.shutdown()
+        if self.modes is not None:
+            await self.modes.stop()
         if self.smdr is not None:
             await self.smdr.stop()
         if self.sip is not None:
@@ -219,6 +229,9 @@ class Appliance:
         self.config = new
         assert self.calls is not None
         self.calls.apply_config(new)
+        if self.modes is not None:
+            await self.modes.async_apply_config(new)
+        self.prompts = await async_load_prompts(self.mixer.sounds, new, self.data_dir)
         self.reloads += 1
         log.info("event=reload_done needs_restart=%s", ",".join(needs_restart) or "-")
         return {"ok": True, "needs_restart": needs_restart}
@@ -264,6 +277,16 @@ class Appliance:
             "call_counters": self.calls.counters.__dict__,
             "cdr": self.cdr.counters,
             "sip": self.sip.status() if self.sip is not None else None,
+            "modes": self.modes.status() if self.modes is not None else None,
+            "prompts": None
+            if self.prompts is None
+            else {
+                "language": self.prompts.language,
+                "sounds": len(self.prompts.sounds),
+                "failed": self.prompts.failures,
+            },
+            "smdr": self.smdr.status if self.smdr is not None else None,
+            "scheduler": self.scheduler.status if self.scheduler is not None else None,
             "reloads": {
                 "done": self.reloads,
                 "refused": self.reload_failures,

@@ -131,6 +131,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     card = status["line_card"]
     print(f"site {status['site']}  up {status['uptime_s']} s  config {status['config']}")
+    if status.get("modes"):
+        from firmware.modes.service import describe
+
+        print(describe(status["modes"]))
     print(
         f"line card {card['url']}: {card['link']}  firmware {card['firmware']}  {card['last_error']}"
     )

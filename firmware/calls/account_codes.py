@@ -26,10 +26,7 @@ _CODE = re.compile(r"[0-9]{1,12}")
 
 def code_is_valid(config: Config, code: str) -> bool:
     """Whether `code` may be recorded: well formed and, when codes are listed, listed."""
-    if not _CODE.fullmatch(code):
-        return False
-    listed = getattr(config.accounting, "account_codes", ())
-    return not listed or any(entry.code == code for entry in listed)
+    return config.accounting.accepts_account_code(code)
 
 
 def required_for(config: Config, extension_number: str | None) -> str:
@@ -41,9 +38,7 @@ def required_for(config: Config, extension_number: str | None) -> str:
 
 def account_for_did(config: Config, did: str | None) -> str | None:
     """The account code an incoming call to `did` (or on the line so named) is billed to."""
-    if not did:
-        return None
-    return dict(getattr(config.accounting, "did_accounts", {}) or {}).get(did)
+    return config.accounting.account_code_for_did(did or None)
 
 
 @dataclass

@@ -163,6 +163,8 @@ class CallRecord:
     account_code: str | None = None
     # The outside number: what was dialled after the access code, or the DID called in.
     external_number: str | None = None
+    # The office mode (day, night, ...) in force when an incoming call arrived.
+    mode: str | None = None
 
     def __post_init__(self) -> None:
         self.start = _to_utc_millis(self.start, "start")
@@ -260,10 +262,16 @@ def _migration_3_accounting(connection: sqlite3.Connection) -> None:
     )
 
 
+def _migration_4_mode(connection: sqlite3.Connection) -> None:
+    """Version 4: the office mode in force for an incoming call."""
+    connection.execute("ALTER TABLE cdr ADD COLUMN mode TEXT")
+
+
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _migration_1_create_cdr,
     _migration_2_correlation_and_transfer,
     _migration_3_accounting,
+    _migration_4_mode,
 )
 """Migration ``i`` (0-based) takes the schema from ``user_version`` i to i + 1.
 
@@ -332,6 +340,7 @@ _COLUMNS = (
     "transferred_by",
     "account_code",
     "external_number",
+    "mode",
 )
 RATING_COLUMNS = ("dest_class", "tariff", "cost_e4", "currency", "prepaid_account", "rated_utc")
 """Columns a :data:`Rater` may fill; every other column comes from the CallRecord."""
@@ -374,6 +383,7 @@ def _record_to_row(record: CallRecord) -> tuple[Any, ...]:
         record.transferred_by,
         record.account_code,
         record.external_number,
+        record.mode,
     )
 
 
@@ -401,6 +411,7 @@ def _record_from_row(row: Sequence[Any]) -> CallRecord:
         transferred_by=values["transferred_by"],
         account_code=values["account_code"],
         external_number=values["external_number"],
+        mode=values["mode"],
     )
 
 
@@ -798,4 +809,5 @@ def record_to_json(record: CallRecord) -> dict[str, Any]:
         "transferred_by": record.transferred_by,
         "account_code": record.account_code,
         "external_number": record.external_number,
+        "mode": record.mode,
     }

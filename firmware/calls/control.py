@@ -34,6 +34,7 @@ from firmware.calls.session import CallEnded, CallSession, RecordDraft, utc_now
 from firmware.calls.transfer import TransferCalls
 from firmware.config.schema import Config
 from firmware.media.mixer import Mixer
+from firmware.modes.service import ModeService
 
 log = logging.getLogger("firmware.calls")
 
@@ -61,6 +62,8 @@ class CallManager(OutsideCalls, TransferCalls):
     def __init__(self, config: Config, mixer: Mixer, cdr: CdrStore) -> None:
         self.mixer = mixer
         self.cdr = cdr
+        # The office mode service (day/night/...), set by the appliance; None in bare tests.
+        self.modes: ModeService | None = None
         # Called with each stored CDR row (a dict of cdr columns) once it is committed.
         self.record_listeners: list[Callable[[dict[str, Any]], None]] = []
         self.channels: list[Channel] = []
@@ -217,6 +220,10 @@ class CallManager(OutsideCalls, TransferCalls):
             for draft in session.drafts:
                 draft.ended(Disposition.FAILED, HangupSide.SYSTEM, "internal_error")
         await self._finish(session)
+
+    def _mode_now(self) -> str | None:
+        """The office mode in force, recorded on incoming calls (no I/O: a cached value)."""
+        return self.modes.current() if self.modes is not None else None
 
     def _claim(self, session: CallSession, channel: Channel) -> None:
         self._cancel_lockout(channel)
@@ -966,6 +973,7 @@ class CallManager(OutsideCalls, TransferCalls):
             draft = RecordDraft(
                 Direction.INCOMING, line=line.number, line_group=line_config.group,
                 account_code=account_codes.account_for_did(self.config, line.number),
+                mode=self._mode_now(),
             )  # fmt: skip
             session.drafts.append(draft)
             caller = await self._await_caller_id(session, line)

@@ -276,6 +276,7 @@ class OutsideCalls(_Base):
             draft = RecordDraft(
                 Direction.INCOMING, caller_number=shown.number, caller_name=shown.name, dialled=dialled,
                 line=f"sibling:{site.name}", correlation_id=getattr(leg, "correlation_id", "") or "",
+                mode=self._mode_now(),
             )  # fmt: skip
             session.drafts.append(draft)
             leg.number, leg.display_name = shown.number, shown.name
@@ -326,6 +327,7 @@ class OutsideCalls(_Base):
                 Direction.INCOMING, caller_number=caller.number, caller_name=caller.name,
                 dialled=dialled, line=line.number, external_number=dialled or None,
                 account_code=account_codes.account_for_did(self.config, dialled),
+                mode=self._mode_now(),
             )  # fmt: skip
             session.drafts.append(draft)
             self._log_call("call_incoming", {"call": session.id, "line": line.name, "caller": caller.number,

@@ -46,6 +46,7 @@ class RecordDraft:
     transferred_by: str | None = None
     account_code: str | None = None
     external_number: str | None = None
+    mode: str | None = None
 
     def answered(self, extension: str | None = None) -> None:
         if self.answer is None:
@@ -88,6 +89,7 @@ class RecordDraft:
             transferred_by=self.transferred_by,
             account_code=self.account_code,
             external_number=self.external_number,
+            mode=self.mode,
         )
 
 

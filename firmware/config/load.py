@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from firmware.calls.dialplan import DialPlan, RouteKind
 from firmware.calls.digitmap import DigitMap, MatchState
+from firmware.config.accounting_schema import config_folder, cross_check_accounting
 from firmware.config.schema import Config
 
 
@@ -47,7 +48,8 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(str(path), [f"cannot read the file: {error.strerror}"]) from None
     except UnicodeDecodeError as error:
         raise ConfigError(str(path), [f"not UTF-8 text: {error.reason}"]) from None
-    return parse_config(text, str(path))
+    with config_folder(path.resolve().parent):  # relative rates_csv paths: next to the file
+        return parse_config(text, str(path))
 
 
 def parse_config(text: str, source: str = "<text>") -> Config:
@@ -269,6 +271,11 @@ def cross_check(config: Config) -> Iterator[str]:
 
     yield from _sip_checks(config, numbers)
     yield from _numbering_conflicts(config)
+
+    from firmware.modes.checks import cross_check_modes
+
+    yield from cross_check_modes(config)
+    yield from cross_check_accounting(config)
 
 
 def _sip_checks(config: Config, numbers: dict[str, str]) -> Iterator[str]:

@@ -203,7 +203,7 @@ async def test_version_1_database_is_migrated_keeping_its_rows(db_path: Path) ->
     connection = sqlite3.connect(db_path)
     cdr.MIGRATIONS[0](connection)
     connection.execute("PRAGMA user_version = 1")
-    newer = ("correlation_id", "transferred_by", "account_code", "external_number")
+    newer = ("correlation_id", "transferred_by", "account_code", "external_number", "mode")
     columns = [c for c in cdr._COLUMNS if c not in newer]
     old_row = cdr._record_to_row(make_record(call_id="old-1"))[: len(columns)]
     connection.execute(
@@ -225,7 +225,7 @@ def test_schema_version_and_pragmas(store: CdrStore, db_path: Path) -> None:
     store.write_blocking(make_record())
     connection = sqlite3.connect(db_path)
     try:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         indexes = {
             row[0]
