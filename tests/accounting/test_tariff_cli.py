@@ -85,10 +85,10 @@ def test_tariff_check_names_unknown_lines(tmp_path: Path) -> None:
     (tmp_path / "rates.csv").write_text("prefix,class\n+351,national\n", "utf-8")
     config = write_config(tmp_path, extra=DECK_TARIFF.format(applies="nowhere"))
     result = minipbx("tariff", "check", "--config", str(config), "--quiet")
-    assert result.returncode == 1
+    assert result.returncode == 2, "the config itself is refused (check-config says the same)"
     assert (
-        "error: accounting.tariffs[1].applies_to: 'nowhere' is not a line group, line, SIP peer or "
-        "sibling site" in result.stdout
+        "accounting.tariffs[1].applies_to: 'nowhere' is not a line group, line, SIP peer or "
+        "sibling site" in result.stderr
     )
 
 

@@ -181,7 +181,11 @@ def test_mode_feature_names() -> None:
 
 def test_cross_checks_with_other_sections() -> None:
     codes = {"account_code": "*49", "mode_night": "*61", "mode_evening": "*62", "mode_auto": "*60"}
-    config = office('override_extensions = ["299"]').model_copy(update={"feature_codes": codes})
+    base = office("")
+    modes = base.modes.model_copy(update={"override_extensions": ("299",)})
+    config = base.model_copy(update={"feature_codes": codes, "modes": modes})
+    with pytest.raises(ConfigError, match=r"modes\.override_extensions: no extension 299"):
+        office('override_extensions = ["299"]')  # loading a config runs the same checks
     assert list(cross_check_modes(config)) == [
         "modes.override_extensions: no extension 299",
         "feature_codes.mode_evening: 'evening' is not a mode; name mode codes mode_<mode> "
