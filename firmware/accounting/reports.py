@@ -106,8 +106,8 @@ class Filters:
     ``*`` any digits, ``?`` one, ``[0-4]`` a range; ``[*]`` a literal star) matched
     against the number at the other end (the outside number dialled, without the access
     code; the caller's number of an incoming call; the digits of an internal call) and
-    the DID an incoming call came in on. ``min_talk_s`` keeps calls with at least that much talk time (answer to
-    hang-up). ``top`` is the length of the top-numbers list; ``other_site_database`` is
+    the DID an incoming call came in on. ``min_talk_s`` keeps calls with at least that
+    much talk time (answer to hang-up). ``top`` is the length of the top-numbers list; ``other_site_database`` is
     the CDR database file of a sibling site for the cross-site report.
     """
 
@@ -267,7 +267,7 @@ def _money(cost_e4: int | None, places: int = 2) -> Decimal | None:
 
 
 def _seconds(value: float | None) -> int:
-    """Whole seconds, half up (talk and ring times are measured to the millisecond)."""
+    """An average of whole seconds, rounded half up."""
     return 0 if value is None else int(value + 0.5)
 
 
@@ -294,7 +294,11 @@ _NUMBER_MATCH_SQL = (
 
 _IN_CURRENCY_SQL = "coalesce(currency, :currency) = :currency"
 _COST_SQL = f"(CASE WHEN {_IN_CURRENCY_SQL} THEN cost_e4 END)"
-_RING_SQL = "(duration_s - billable_s)"
+# Stored times are whole milliseconds, so these offsets only absorb floating-point noise.
+_TALK_SQL = "CAST(billable_s + 0.9995 AS INTEGER)"
+"""Talk time in whole seconds rounded up, as billing starts from and as SMDR prints it."""
+_RING_SQL = "CAST(duration_s - billable_s + 0.0005 AS INTEGER)"
+"""Ring time (start to answer, or the whole call unanswered) in whole seconds rounded down."""
 
 _TALLY_SQL = f"""
     count(*) AS calls,
@@ -302,7 +306,7 @@ _TALLY_SQL = f"""
     coalesce(sum(direction = 'incoming'), 0) AS incoming,
     coalesce(sum(direction = 'internal'), 0) AS internal,
     coalesce(sum(disposition = 'answered'), 0) AS answered,
-    total(billable_s) AS talk_s,
+    coalesce(sum({_TALK_SQL}), 0) AS talk_s,
     sum({_COST_SQL}) AS cost_e4,
     coalesce(sum(cost_e4 IS NULL AND direction = 'outgoing' AND disposition = 'answered'), 0)
         AS unrated,
@@ -319,7 +323,7 @@ class _Tally:
     incoming: int = 0
     internal: int = 0
     answered: int = 0
-    talk_s: float = 0.0
+    talk_s: int = 0
     cost_e4: int | None = None
     unrated: int = 0
     foreign_currency: int = 0
@@ -354,7 +358,7 @@ class _Tally:
             incoming=self.incoming - other.incoming,
             internal=self.internal - other.internal,
             answered=self.answered - other.answered,
-            talk_s=max(0.0, self.talk_s - other.talk_s),
+            talk_s=self.talk_s - other.talk_s,
             cost_e4=cost,
             unrated=self.unrated - other.unrated,
             foreign_currency=self.foreign_currency - other.foreign_currency,
@@ -577,8 +581,6 @@ _MEASURE_COLUMNS: dict[str, Callable[[ReportSettings], Column]] = {
 def _measure_value(tally: _Tally, key: str, settings: ReportSettings) -> Any:
     if key == "cost":
         return _money(tally.cost_e4, settings.decimals)
-    if key == "talk_s":
-        return _seconds(tally.talk_s)
     return getattr(tally, key)
 
 
@@ -931,7 +933,7 @@ def incoming_summary_report(
             coalesce(sum(transferred_by IS NOT NULL), 0) AS transferred,
             avg(CASE WHEN disposition = 'answered' THEN {_RING_SQL} END) AS average_ring_s,
             max({_RING_SQL}) AS longest_ring_s,
-            total(billable_s) AS talk_s
+            coalesce(sum({_TALK_SQL}), 0) AS talk_s
         FROM cdr WHERE {query.where("direction = 'incoming'")}
         GROUP BY key
     """
@@ -956,13 +958,13 @@ def incoming_summary_report(
     sums = dict.fromkeys(
         ("calls", "answered", "answered_here", "answered_elsewhere", "transferred"), 0
     )
-    talk, longest, ring_sum = 0.0, 0.0, 0.0
+    talk, longest, ring_sum = 0, 0, 0.0
     rows = []
     for row in found:
         for key in sums:
             sums[key] += row[key]
         talk += row["talk_s"]
-        longest = max(longest, row["longest_ring_s"] or 0.0)
+        longest = max(longest, row["longest_ring_s"] or 0)
         ring_sum += (row["average_ring_s"] or 0.0) * row["answered"]
         number = row["key"]
         rows.append(
@@ -977,8 +979,8 @@ def incoming_summary_report(
                 _share(row["answered"], row["calls"]),
                 row["transferred"],
                 None if row["average_ring_s"] is None else _seconds(row["average_ring_s"]),
-                _seconds(row["longest_ring_s"]),
-                _seconds(row["talk_s"]),
+                row["longest_ring_s"],
+                row["talk_s"],
             )
         )
     totals = (
@@ -992,8 +994,8 @@ def incoming_summary_report(
         _share(sums["answered"], sums["calls"]),
         sums["transferred"],
         _seconds(ring_sum / sums["answered"]) if sums["answered"] else None,
-        _seconds(longest),
-        _seconds(talk),
+        longest,
+        talk,
     )
     total = _Tally(calls=sums["calls"], answered=sums["answered"], talk_s=talk)
     return _report(
@@ -1032,19 +1034,18 @@ def _detail_report(
     select: Sequence[str],
     convert: Callable[[Sequence[Any]], tuple[Any, ...]],
     extra: Sequence[str] = (),
-    from_sql: str = "cdr",
     statement: bool = False,
     extra_notes: Sequence[str] = (),
 ) -> Report:
     """Totals from one aggregate query, rows streamed by another over the same calls."""
     filters, settings = query.filters, query.settings
     total = query.tally(*extra)
-    sql = f"SELECT {', '.join(select)} FROM {from_sql} WHERE {query.where(*extra)} ORDER BY start_utc, id"
+    sql = f"SELECT {', '.join(select)} FROM cdr WHERE {query.where(*extra)} ORDER BY start_utc, id"
     rows = _QueryRows(query.connection, sql, query.params, convert)
     totals: list[Any] = [_total_label(total.calls), *([None] * (len(columns) - 1))]
     keys = [column.key for column in columns]
     if "talk_s" in keys:
-        totals[keys.index("talk_s")] = _seconds(total.talk_s)
+        totals[keys.index("talk_s")] = total.talk_s
     if "cost" in keys:
         totals[keys.index("cost")] = _money(total.cost_e4, settings.decimals)
     totals_statement = _statement_totals(total.cost_e4 or 0, settings) if statement else None
@@ -1099,7 +1100,7 @@ def calls_report(
         "dest_class",
         "disposition",
         f"{_RING_SQL} AS ring_s",
-        "billable_s",
+        f"{_TALK_SQL} AS talk_s",
         f"{_COST_SQL} AS cost_e4",
     )
 
@@ -1116,8 +1117,8 @@ def calls_report(
             row[7],
             row[8],
             row[9],
-            int(row[10] + 0.5),
-            int(row[11] + 0.5),
+            row[10],
+            row[11],
             None if cost is None else money_from_e4(cost),
         )
 
@@ -1154,11 +1155,11 @@ def incoming_report(
         "transferred_by",
         "disposition",
         f"{_RING_SQL} AS ring_s",
-        "billable_s",
+        f"{_TALK_SQL} AS talk_s",
     )
 
     def convert(row: Sequence[Any]) -> tuple[Any, ...]:
-        return (local(row[0]), *tuple(row)[1:9], int(row[9] + 0.5), int(row[10] + 0.5))
+        return (local(row[0]), *tuple(row)[1:9], row[9], row[10])
 
     incoming = "direction = 'incoming'"
     report = _detail_report(
@@ -1198,7 +1199,7 @@ def cross_site_report(
         "dialled",
         "answered_extension",
         "disposition",
-        "billable_s",
+        f"{_TALK_SQL} AS talk_s",
         f"{_COST_SQL} AS cost_e4",
         "start_utc AS sort_start",
         "id AS sort_id",
@@ -1211,7 +1212,7 @@ def cross_site_report(
         cells = (
             local(row[0]),
             *tuple(row)[1:7],
-            int(row[7] + 0.5),
+            row[7],
             None if cost is None else money_from_e4(cost),
         )
         if joined:
@@ -1221,7 +1222,7 @@ def cross_site_report(
                 row[11],
                 row[12],
                 row[13],
-                None if other_talk is None else int(other_talk + 0.5),
+                other_talk,
             )
         return cells
 
@@ -1247,7 +1248,8 @@ def cross_site_report(
     assert isinstance(report.rows, _QueryRows)
     report.rows.sql = (
         "SELECT here.*, there.site AS other_site, there.answered_extension AS other_answered, "
-        "there.disposition AS other_disposition, there.billable_s AS other_talk_s "
+        "there.disposition AS other_disposition, "
+        f"{_TALK_SQL.replace('billable_s', 'there.billable_s')} AS other_talk_s "
         f"{joined_sql} ORDER BY here.sort_start, here.sort_id"
     )
     matched = connection.execute(f"SELECT count(there.id) {joined_sql}", query.params).fetchone()[0]
@@ -1310,7 +1312,7 @@ def statement_report(
         f"{FAR_NUMBER_SQL} AS number",
         "dest_class",
         "account_code",
-        "billable_s",
+        f"{_TALK_SQL} AS talk_s",
         f"{_COST_SQL} AS cost_e4",
     )
 
@@ -1319,7 +1321,7 @@ def statement_report(
         return (
             local(row[0]),
             *tuple(row)[1:5],
-            int(row[5] + 0.5),
+            row[5],
             None if cost is None else money_from_e4(cost),
         )
 

@@ -167,7 +167,8 @@ def test_pdf_statement(office: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["extension", "--from", "2024-13-01", "--to", "2024-05-31"], "is not a date; write YYYY-MM-DD"),
+        (["extension", "--from", "2024-13-01", "--to", "2024-05-31"],
+         "is not a date; write YYYY-MM-DD"),
         (["bogus", "--from", "2024-05-01", "--to", "2024-05-31"], "invalid choice: 'bogus'"),
         (["extension", "--from", "2024-05-31", "--to", "2024-05-01"], "ends (2024-05-01) before"),
         (["extension", "--from", "2024-05-01", "--to", "2024-05-31", "--department", "legal"],

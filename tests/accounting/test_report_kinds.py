@@ -446,3 +446,23 @@ def test_currency_without_minor_unit(sample_connection: sqlite3.Connection) -> N
         net=Decimal(2), vat_percent=Decimal(23), vat=Decimal(0), gross=Decimal(2)
     )
     assert next(iter(statement.rows))[-1] == Decimal("0.4995")
+
+
+def test_talk_time_rounds_up_and_ring_time_down(tmp_path: Path) -> None:
+    """As billing and SMDR count them: 10.001 s of talk is 11 s, 4.999 s of ringing is 4 s."""
+    from tests.accounting.test_report_sample import _out, write_calls
+
+    calls = (
+        _out("a", "2024-05-02T08:00:00", "201", "212345678", 10.001, ring=4.999),
+        _out("b", "2024-05-02T09:00:00", "201", "212345678", 20.0, ring=0.3),
+    )
+    connection = open_readonly(write_calls(tmp_path / "cdr.sqlite3", calls, {}))
+    report = run_report(connection, "calls", MAY, SETTINGS)
+    ring, talk = report.column_index("ring_s"), report.column_index("talk_s")
+    assert [(row[ring], row[talk]) for row in report.rows] == [(4, 11), (0, 20)]
+    assert totals(report)["talk_s"] == 31
+    extension = run_report(connection, "extension", MAY, SETTINGS)
+    assert totals(extension)["talk_s"] == 31
+    classes = run_report(connection, "class", MAY, SETTINGS)
+    assert totals(classes)["average_talk_s"] == 16  # 31 / 2 = 15.5, half up
+    connection.close()
