@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from office import EXTENSIONS, LINES, NAMES, office_config, office_config_text
 
-from firmware.calls.cdr import _COLUMNS, _INSERT_SQL, _migrate
+from firmware.calls.cdr import _migrate
 
 ZONE = ZoneInfo("Europe/Lisbon")
 SITE = "office"
@@ -80,6 +80,18 @@ COUNTRIES = ("34", "33", "44", "49", "1", "55", "244", "41", "39", "31")
 COUNTRY_P = [0.3, 0.15, 0.15, 0.12, 0.06, 0.07, 0.05, 0.04, 0.04, 0.02]
 NUMBER_KINDS = ("local", "mobile", "national", "free", "premium", "international")
 NUMBER_KIND_P = [0.34, 0.44, 0.03, 0.04, 0.005, 0.145]
+
+GENERATED_COLUMNS = (
+    "call_id", "start_utc", "answer_utc", "end_utc", "duration_s", "billable_s",
+    "caller_number", "caller_name", "dialled", "called_extension", "answered_extension", "line",
+    "line_group", "direction", "disposition", "hangup_side", "cause", "destination_kind", "site",
+    "correlation_id", "transferred_by", "account_code", "external_number",
+)  # fmt: skip
+"""What each generated row holds, in order; later schema columns keep their defaults."""
+INSERT_SQL = (
+    f"INSERT INTO cdr ({', '.join(GENERATED_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(GENERATED_COLUMNS))})"
+)
 
 ACCOUNT_CODES = tuple(f"{1001 + index}" for index in range(12))
 
@@ -138,7 +150,7 @@ def _stamp(values: np.ndarray) -> np.ndarray:
 
 
 def generate(calls: int, seed: int, start: date, days: int) -> Iterator[list[tuple[Any, ...]]]:
-    """Chunks of cdr rows (the columns of firmware.calls.cdr._COLUMNS), oldest first."""
+    """Chunks of cdr rows (the values of GENERATED_COLUMNS), oldest first."""
     rng = np.random.default_rng(seed)
     dates, day_p = _day_weights(start, days)
     day_index = np.sort(rng.choice(len(dates), size=calls, p=day_p))
@@ -301,9 +313,8 @@ def write(path: Path, calls: int, seed: int, start: date, days: int) -> int:
     written = 0
     try:
         for rows in generate(calls, seed, start, days):
-            assert len(rows[0]) == len(_COLUMNS)
             connection.execute("BEGIN")
-            connection.executemany(_INSERT_SQL, rows)
+            connection.executemany(INSERT_SQL, rows)
             connection.execute("COMMIT")
             written += len(rows)
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -62,8 +62,9 @@ def test_the_same_seed_gives_the_same_records(generator: ModuleType) -> None:
 
 
 def test_the_database_is_at_the_current_schema_and_every_row_is_a_valid_record(
-    database: Path,
+    database: Path, generator: ModuleType
 ) -> None:
+    assert set(generator.GENERATED_COLUMNS) <= set(_COLUMNS)
     connection = sqlite3.connect(database)
     assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     connection.close()
