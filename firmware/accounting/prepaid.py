@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from firmware.accounting.tariffs import E4, money_from_e4, to_e4
+from firmware.accounting.tariffs import E4, TariffBook, money_from_e4, to_e4
 from firmware.config.accounting_schema import PrepaidConfig
 
 __all__ = [
@@ -363,3 +364,21 @@ def ledger(db_path: str | os.PathLike[str], name: str, limit: int = 50) -> list[
         LedgerEntry(time, money_from_e4(delta), money_from_e4(balance), call_id, reason, note)
         for time, delta, balance, call_id, reason, note in reversed(rows)
     ]
+
+
+def is_chargeable(
+    book: TariffBook, number: str, lines: Iterable[tuple[str | None, str | None]]
+) -> bool:
+    """Could an outgoing call to `number` cost money on any of these (line group, line/trunk)?
+
+    A destination no tariff prices is free as far as accounting knows; a number a rating
+    tariff does not recognise is chargeable (fail closed: prepaid is about money).
+    """
+    for group, trunk in lines:
+        tariff = book.tariff_for(group, trunk)
+        if tariff is None:
+            continue
+        destination = book.classify(tariff, number, "outgoing")
+        if destination is None or not destination.pricing.is_free:
+            return True
+    return False

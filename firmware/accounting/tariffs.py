@@ -59,6 +59,14 @@ class Pricing:
     tier_mode: Literal["per_call", "volume"] = "per_call"
     direction: Literal["outgoing", "incoming"] = "outgoing"
 
+    @property
+    def is_free(self) -> bool:
+        """No band, fee, minimum or tier can ever charge anything."""
+        return not any(
+            (self.connection_fee, self.per_minute, self.per_minute_offpeak,
+             self.per_minute_weekend, self.minimum, *(price for _, price in self.tiers))
+        )  # fmt: skip
+
     def per_minute_in(self, band: Band) -> Decimal:
         if band == "peak":
             return self.per_minute

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from firmware.accounting.prepaid import is_chargeable, prepaid_account_for, prepaid_state
+from firmware.accounting.tariffs import TariffBook
 from firmware.calls import account_codes
 from firmware.calls.cdr import CdrStore, Direction, Disposition, HangupSide, record_to_json
 from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, Role
@@ -62,6 +64,7 @@ class CallManager(OutsideCalls, TransferCalls):
     def __init__(self, config: Config, mixer: Mixer, cdr: CdrStore) -> None:
         self.mixer = mixer
         self.cdr = cdr
+        self._tariffs: tuple[Config, TariffBook] | None = None  # for prepaid checks, per config
         # The office mode service (day/night/...), set by the appliance; None in bare tests.
         self.modes: ModeService | None = None
         # Called with each stored CDR row (a dict of cdr columns) once it is committed.
@@ -546,6 +549,8 @@ class CallManager(OutsideCalls, TransferCalls):
             await self._call_extension(session, caller, plan.extension)
         elif plan.kind in (RouteKind.OUTSIDE, RouteKind.EMERGENCY):
             draft.direction = Direction.OUTGOING
+            if plan.kind == RouteKind.OUTSIDE:
+                await self._check_prepaid(session, caller, plan)
             await self._call_out(session, caller, plan)
         elif plan.kind == RouteKind.REJECTED:
             log.warning(
@@ -571,6 +576,31 @@ class CallManager(OutsideCalls, TransferCalls):
                 Disposition.INVALID,
                 f"feature_not_available:{plan.feature}",
             )
+
+    async def _check_prepaid(self, session: CallSession, caller: Channel, plan: RoutePlan) -> None:
+        """A caller on a prepaid account with nothing left may not start a chargeable call."""
+        draft = session.draft
+        account = prepaid_account_for(self.config, caller.number, draft.account_code)
+        if account is None:
+            return
+        if self._tariffs is None or self._tariffs[0] is not self.config:
+            accounting = self.config.accounting
+            self._tariffs = (self.config, TariffBook(accounting, self.config.site.timezone))
+        lines = [(attempt.group or None, attempt.name) for attempt in self.routes.attempts(plan)]
+        if not is_chargeable(self._tariffs[1], plan.number, lines):
+            return
+        balance, warning, blocked = await asyncio.to_thread(
+            prepaid_state, self.cdr.path, account.name, self.config
+        )
+        if blocked:
+            log.warning("event=prepaid_blocked call=%d from=%s account=%s balance=%s",
+                        session.id, caller.number, account.name, balance)  # fmt: skip
+            await self._reject(
+                session, caller, "special_information", Disposition.REJECTED, "prepaid_exhausted"
+            )
+        if warning:
+            log.warning("event=prepaid_low call=%d account=%s balance=%s",
+                        session.id, account.name, balance)  # fmt: skip
 
     # ----- internal calls ----------------------------------------------------------------
 
