@@ -168,6 +168,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         for name, site in (sip.get("siblings") or {}).items():
             print(f"  sibling {name} {site['host'] or '(no link)'}: {_availability(site)}, {site['calls']} calls, "
                   f"{site['auth_refused']} refused")  # fmt: skip
+    smdr = status.get("smdr") or {}
+    if smdr.get("enabled"):
+        serial, tcp = smdr.get("serial"), smdr.get("tcp")
+        print(f"smdr: {smdr['records']} records")
+        if serial:
+            print(f"  serial {serial['url']}: {serial['state']}, {serial['sent']} sent, "
+                  f"{serial['replayed']} replayed {serial['last_error'] or ''}")  # fmt: skip
+        if tcp:
+            print(f"  tcp {tcp['address']}: {tcp['clients']} clients, {tcp['sent']} sent, "
+                  f"{tcp['dropped']} dropped for slow clients")  # fmt: skip
     mixer = status["mixer"]
     print(
         f"mixer: tick lateness p50 {mixer['late_p50_ms']} ms  p99 {mixer['late_p99_ms']} ms  "
