@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -107,8 +107,8 @@ class Filters:
     against the number at the other end (the outside number dialled, without the access
     code; the caller's number of an incoming call; the digits of an internal call) and
     the DID an incoming call came in on. ``min_talk_s`` keeps calls with at least that
-    much talk time (answer to hang-up). ``top`` is the length of the top-numbers list; ``other_site_database`` is
-    the CDR database file of a sibling site for the cross-site report.
+    much talk time (answer to hang-up). ``top`` is the length of the top-numbers list;
+    ``other_site_database`` the CDR file of a sibling site for the cross-site report.
     """
 
     start: date
@@ -612,6 +612,15 @@ def _notes(tally: _Tally, settings: ReportSettings) -> tuple[str, ...]:
     return tuple(notes)
 
 
+@dataclass(frozen=True)
+class _Trailing:
+    """Columns after the measures, with their cells for each group and for the totals."""
+
+    columns: tuple[Column, ...]
+    cells: Sequence[tuple[Any, ...]]
+    totals: tuple[Any, ...]
+
+
 def _grouped_report(
     kind: str,
     title: str,
@@ -621,26 +630,25 @@ def _grouped_report(
     measures: Sequence[str],
     groups: Sequence[tuple[tuple[Any, ...], _Tally]],
     total: _Tally | None = None,
-    extra_notes: Sequence[str] = (),
+    trailing: _Trailing | None = None,
 ) -> Report:
-    """A report with one row per group: its key cells, then the chosen measures."""
+    """A report with one row per group: its key cells, the chosen measures, any trailing."""
     if total is None:
         total = sum((tally for _, tally in groups), _Tally())
-    columns = (*key_columns, *(_MEASURE_COLUMNS[key](settings) for key in measures))
+    if trailing is None:
+        trailing = _Trailing((), [()] * len(groups), ())
+    columns = (
+        *key_columns,
+        *(_MEASURE_COLUMNS[key](settings) for key in measures),
+        *trailing.columns,
+    )
     rows = [
-        (*keys, *(_measure_value(tally, key, settings) for key in measures))
-        for keys, tally in groups
+        (*keys, *(_measure_value(tally, key, settings) for key in measures), *after)
+        for (keys, tally), after in zip(groups, trailing.cells, strict=True)
     ]
+    totals = (*_tally_totals(total, "Total", key_columns, measures, settings), *trailing.totals)
     return _report(
-        kind,
-        title,
-        filters,
-        settings,
-        columns,
-        rows,
-        _tally_totals(total, "Total", key_columns, measures, settings),
-        total,
-        (*_notes(total, settings), *extra_notes),
+        kind, title, filters, settings, columns, rows, totals, total, _notes(total, settings)
     )
 
 
@@ -775,7 +783,7 @@ def class_report(
     query = _Query(connection, filters, settings)
     groups = query.grouped("coalesce(dest_class, '')", order="key = '', key")
     total = sum((tally for _, tally in groups), _Tally())
-    report = _grouped_report(
+    return _grouped_report(
         "class",
         "Calls by destination class",
         filters,
@@ -784,15 +792,12 @@ def class_report(
         ("calls", "answered", "talk_s", "average_talk_s", "cost", "unrated"),
         [((key or "(no class)",), tally) for key, tally in groups],
         total,
+        _Trailing(
+            (Column("share", "Share of cost", ColumnKind.PERCENT),),
+            [(_share(tally.cost_e4, total.cost_e4),) for _, tally in groups],
+            (_share(total.cost_e4, total.cost_e4),),
+        ),
     )
-    share = Column("share", "Share of cost", ColumnKind.PERCENT)
-    report.columns = (*report.columns, share)
-    report.rows = [
-        (*row, _share(tally.cost_e4, total.cost_e4))
-        for row, (_, tally) in zip(report.rows, groups, strict=True)
-    ]  # type: ignore[arg-type]
-    report.totals = (*(report.totals or ()), _share(total.cost_e4, total.cost_e4))
-    return report
 
 
 def _share(part: int | None, whole: int | None) -> Decimal | None:
@@ -842,33 +847,24 @@ def top_numbers_report(
     ).fetchone()[0]
     zone = settings.zone
     groups: list[tuple[tuple[Any, ...], _Tally]] = [
-        ((rank, number, _parse_utc(last).astimezone(zone)), tally)
-        for rank, (number, last, tally) in enumerate(top, start=1)
+        ((rank, number), tally) for rank, (number, _, tally) in enumerate(top, start=1)
     ]
-    others = total - sum((tally for _, _, tally in top), _Tally())
+    last_calls: list[tuple[Any, ...]] = [(_parse_utc(last).astimezone(zone),) for _, last, _ in top]
     if distinct > len(top):
-        groups.append(((None, f"({distinct - len(top)} other numbers)", None), others))
-    measures = ("calls", "answered", "talk_s", "cost")
-    report = _grouped_report(
+        others = total - sum((tally for _, _, tally in top), _Tally())
+        groups.append(((None, f"({distinct - len(top)} other numbers)"), others))
+        last_calls.append((None,))
+    return _grouped_report(
         "top-numbers",
         f"Top {limit} outside numbers",
         filters,
         settings,
-        (
-            _int("rank", "Rank"),
-            _text("number", "Number"),
-            Column("last_call", "Last call", ColumnKind.DATETIME),
-        ),
-        measures,
+        (_int("rank", "Rank"), _text("number", "Number")),
+        ("calls", "answered", "talk_s", "cost"),
         groups,
         total,
+        _Trailing((Column("last_call", "Last call", ColumnKind.DATETIME),), last_calls, (None,)),
     )
-    # Key columns first in the model, but "last call" reads best at the end.
-    order = [0, 1, *range(3, 3 + len(measures)), 2]
-    report.columns = tuple(report.columns[i] for i in order)
-    report.rows = [tuple(row[i] for i in order) for row in report.rows]  # type: ignore[union-attr]
-    report.totals = tuple((report.totals or ())[i] for i in order)
-    return report
 
 
 def _parse_utc(text: str) -> datetime:
@@ -1035,7 +1031,6 @@ def _detail_report(
     convert: Callable[[Sequence[Any]], tuple[Any, ...]],
     extra: Sequence[str] = (),
     statement: bool = False,
-    extra_notes: Sequence[str] = (),
 ) -> Report:
     """Totals from one aggregate query, rows streamed by another over the same calls."""
     filters, settings = query.filters, query.settings
@@ -1058,7 +1053,7 @@ def _detail_report(
         rows,
         tuple(totals),
         total,
-        (*_notes(total, settings), *extra_notes),
+        _notes(total, settings),
         totals_statement,
     )
 
@@ -1378,8 +1373,3 @@ def run_report(
         raise ReportError(f"report {kind!r} is unknown; choose one of {', '.join(REPORTS)}")
     _check_schema(connection)
     return entry.build(connection, filters, settings)
-
-
-def with_period(filters: Filters, start: date, end: date) -> Filters:
-    """The same filters over another period (scheduled delivery computes its periods)."""
-    return replace(filters, start=start, end=end)
