@@ -118,12 +118,17 @@ def set_via_transport_bytes(data: bytes, transport: str) -> bytes:
 
 
 class Envelope:
-    """A parsed message as the transaction layer sees it (branch, sent-by, methods)."""
+    """A parsed message as the transaction layer sees it (branch, sent-by, methods).
 
-    __slots__ = ("branch", "cseq_method", "message", "method", "sent_by", "status")
+    Its wire form is built once: a transaction's retransmissions are the same bytes
+    (RFC 3261 §17), and `freeze` turns the envelope into those bytes alone.
+    """
+
+    __slots__ = ("_wire", "branch", "cseq_method", "message", "method", "sent_by", "status")
 
     def __init__(self, message: Request | Response) -> None:
         self.message = message
+        self._wire: bytes | None = None
         headers = message.headers
         via = headers.top_via
         self.branch = via.branch or ""
@@ -138,7 +143,22 @@ class Envelope:
             self.method = self.cseq_method
 
     def to_bytes(self) -> bytes:
-        return self.message.to_bytes()
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = self.message.to_bytes()
+        return wire
+
+
+def freeze(message: Envelope | bytes) -> bytes:
+    """The transaction layer's hook for a transaction that only waits out its timers.
+
+    Only the wire form stays, as plain bytes (which the garbage collector does not track);
+    the parsed message, its header lists and views are freed unless the transaction user
+    still holds them. `_run` sends bytes as they are.
+    """
+    if type(message) is bytes:
+        return message
+    return message.to_bytes()
 
 
 def build_ack(invite: Envelope, response: Envelope) -> Envelope:
@@ -199,7 +219,7 @@ class SipStack(asyncio.DatagramProtocol):
         self.guard = guard
         self.counters = StackCounters()
         self.layer = TransactionLayer(
-            build_ack=build_ack, build_trying=build_trying, settings=timer_settings
+            build_ack=build_ack, build_trying=build_trying, settings=timer_settings, freeze=freeze
         )
         self.tcp: TcpTransport | None = None
         if tcp:
@@ -530,7 +550,9 @@ class SipStack(asyncio.DatagramProtocol):
     def _run(self, actions: list[Any]) -> None:
         for action in actions:
             if isinstance(action, Send):
-                self._send(action.message.to_bytes(), action.destination, action.transaction)
+                message = action.message
+                data = message if type(message) is bytes else message.to_bytes()
+                self._send(data, action.destination, action.transaction)
             elif isinstance(action, DeliverRequest):
                 try:
                     self.on_request(action.transaction, action.request.message, action.source)

@@ -25,6 +25,14 @@ and two message builders injected into the layer, so this module never builds a 
     build_trying(invite) -> 100 response   §8.2.6.1: Via, From, To, Call-ID, CSeq copied,
                                            Timestamp echoed, no To tag needed
 
+and, optionally, `freeze(message) -> what is kept to send it again` (default: the message
+itself). A transaction that comes to rest (Completed, Confirmed, Accepted) only waits out its
+timers (D, H, I, J, K, L, M: up to 64*T1) absorbing or resending copies, so from then on it
+keeps its messages frozen: the shell keeps their bytes and drops the parsed form. At 100
+calls a second that is thousands of transactions, and their parsed messages were most of
+the objects the garbage collector had to walk. `freeze` must be idempotent, and what it
+returns need only be sendable by the shell: nothing here reads a frozen message.
+
 Deliberate extensions and interpretations (recorded so that nobody "fixes" them back):
 
 - Both INVITE machines follow RFC 6026, the client too: it has Accepted with timer M, as the
@@ -87,6 +95,7 @@ class SipMessage(Protocol):
 
 BuildAck = Callable[[Any, Any], Any]  # (INVITE, non-2xx final response) -> ACK request
 BuildTrying = Callable[[Any], Any]  # (INVITE) -> 100 Trying response
+Freeze = Callable[[Any], Any]  # message -> what a resting transaction keeps to send it again
 # Where a message goes or came from, as the transport shell names it, e.g. ("udp", host, port).
 Address = Hashable
 
@@ -136,6 +145,8 @@ class Input(StrEnum):
 
 
 _TIMER_INPUT: dict[Timer, Input] = {timer: Input(f"timer {timer.value}") for timer in Timer}
+# States in which a transaction only waits out a timer: its messages may be frozen.
+_RESTING = frozenset({State.COMPLETED, State.CONFIRMED, State.ACCEPTED})
 _TU_INPUTS = frozenset({Input.TU_PROVISIONAL, Input.TU_SUCCESS, Input.TU_FAILURE})
 
 
@@ -267,6 +278,7 @@ class Transaction:
 
     __slots__ = (
         "_fire_now",
+        "_freeze",
         "_started",
         "armed",
         "destination",
@@ -287,12 +299,14 @@ class Transaction:
         key: tuple[str, ...],
         reliable: bool,
         settings: TimerSettings,
+        freeze: Freeze | None = None,
     ) -> None:
         self.request = request
         self.destination = destination  # where this transaction sends: request's target / source
         self.key = key
         self.reliable = reliable
         self.settings = settings
+        self._freeze = freeze
         self.state = self.INITIAL[0]
         self.armed: dict[Timer, float] = {}  # timer -> deadline, as last started
         self.interval = 0.0  # current interval of the retransmission timer (A, E or G)
@@ -340,7 +354,13 @@ class Transaction:
         elif self._fire_now is not None:
             timer, self._fire_now = self._fire_now, None
             actions += self.handle(TimerFired(timer), now)
+        elif next_state in _RESTING and self._freeze is not None:
+            self._rest(self._freeze)
         return actions
+
+    def _rest(self, freeze: Freeze) -> None:
+        """Keep only the frozen form of the messages this transaction may still send."""
+        self.request = freeze(self.request)
 
     def _classify(self, event: Event) -> Input | None:
         if isinstance(event, Received):
@@ -396,10 +416,18 @@ class ClientTransaction(Transaction):
         reliable: bool,
         settings: TimerSettings,
         build_ack: BuildAck,
+        freeze: Freeze | None = None,
     ) -> None:
-        super().__init__(request, destination, key=key, reliable=reliable, settings=settings)
+        super().__init__(
+            request, destination, key=key, reliable=reliable, settings=settings, freeze=freeze
+        )
         self._build_ack = build_ack
         self.ack: Any = None  # the ACK for a non-2xx, kept to answer retransmissions
+
+    def _rest(self, freeze: Freeze) -> None:
+        self.request = freeze(self.request)
+        if self.ack is not None:
+            self.ack = freeze(self.ack)
 
 
 class ServerTransaction(Transaction):
@@ -416,11 +444,19 @@ class ServerTransaction(Transaction):
         settings: TimerSettings,
         build_trying: BuildTrying,
         cancels: InviteServerTransaction | None = None,
+        freeze: Freeze | None = None,
     ) -> None:
-        super().__init__(request, source, key=key, reliable=reliable, settings=settings)
+        super().__init__(
+            request, source, key=key, reliable=reliable, settings=settings, freeze=freeze
+        )
         self._build_trying = build_trying
         self.cancels = cancels  # for a CANCEL: the INVITE transaction it matches
         self.last_response: Any = None
+
+    def _rest(self, freeze: Freeze) -> None:
+        self.request = freeze(self.request)
+        if self.last_response is not None:
+            self.last_response = freeze(self.last_response)
 
 
 # --------------------------------------------------------------------------- steps
@@ -744,10 +780,12 @@ class TransactionLayer:
         build_ack: BuildAck,
         build_trying: BuildTrying,
         settings: TimerSettings | None = None,
+        freeze: Freeze | None = None,
     ) -> None:
         self.settings = settings if settings is not None else TimerSettings()
         self._build_ack = build_ack
         self._build_trying = build_trying
+        self._freeze = freeze
         self._clients: dict[tuple[str, ...], ClientTransaction] = {}
         self._servers: dict[tuple[str, ...], ServerTransaction] = {}
         self._timers: TimerHeap[tuple[Transaction, Timer]] = TimerHeap()
@@ -780,6 +818,7 @@ class TransactionLayer:
             reliable=reliable,
             settings=self.settings,
             build_ack=self._build_ack,
+            freeze=self._freeze,
         )
         self._clients[key] = transaction
         self._counters["client_transactions"] += 1
@@ -840,6 +879,7 @@ class TransactionLayer:
                 reliable=reliable,
                 settings=self.settings,
                 build_trying=self._build_trying,
+                freeze=self._freeze,
             )
         else:
             cancelled = None
@@ -853,6 +893,7 @@ class TransactionLayer:
                 settings=self.settings,
                 build_trying=self._build_trying,
                 cancels=cancelled,
+                freeze=self._freeze,
             )
         self._servers[key] = transaction
         self._counters["server_transactions"] += 1

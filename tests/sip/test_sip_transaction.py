@@ -1026,3 +1026,71 @@ def test_transactions_complete_across_a_network_losing_10_percent(seed: int) -> 
         assert layer.next_deadline() is None
         assert layer.counters["retransmissions"] > 0
         assert layer.counters["timeouts"] == 0
+
+
+# --------------------------------------------------------------------------- resting transactions
+
+
+@dataclass(frozen=True)
+class FrozenMsg:
+    """What the test's freeze hook keeps: which message it was, nothing to parse."""
+
+    of: Msg
+
+
+def freeze_msg(message: Msg | FrozenMsg) -> FrozenMsg:
+    return message if isinstance(message, FrozenMsg) else FrozenMsg(message)
+
+
+def freezing_layer() -> TransactionLayer:
+    return TransactionLayer(build_ack=build_ack, build_trying=build_trying, freeze=freeze_msg)
+
+
+def test_a_server_transaction_at_rest_keeps_and_resends_only_frozen_messages() -> None:
+    layer = freezing_layer()
+    invite = request("INVITE")
+    (delivered,) = layer.receive(invite, PEER, 0.0)
+    transaction = delivered.transaction
+    assert transaction.request is invite  # Proceeding: may still build a 100 from it
+    busy = response(invite, 486)
+    # The first send is the TU's message; from then on the transaction holds its frozen form.
+    assert layer.respond(transaction, busy, 0.1) == [Send(transaction, busy, PEER)]
+    assert transaction.state is State.COMPLETED
+    assert transaction.request == FrozenMsg(invite)
+    assert transaction.last_response == FrozenMsg(busy)
+    assert layer.receive(invite, PEER, 0.2) == [Send(transaction, FrozenMsg(busy), PEER)]
+    assert send_times(run_until(layer, 0.7)) == [0.6]  # timer G resends the frozen copy too
+
+
+def test_an_invite_server_in_accepted_freezes_each_2xx_the_tu_resends() -> None:
+    layer = freezing_layer()
+    invite = request("INVITE")
+    (delivered,) = layer.receive(invite, PEER, 0.0)
+    transaction = delivered.transaction
+    ok = response(invite, 200)
+    layer.respond(transaction, ok, 0.1)
+    assert transaction.state is State.ACCEPTED
+    again = response(invite, 200, "retransmitted by the TU")
+    assert layer.respond(transaction, again, 0.6) == [Send(transaction, again, PEER)]
+    assert transaction.last_response == FrozenMsg(again)  # not FrozenMsg(FrozenMsg(...))
+    ack = build_ack(invite, ok)
+    (passed_up,) = layer.receive(ack, PEER, 0.7)
+    assert isinstance(passed_up, DeliverRequest) and passed_up.request is ack
+
+
+def test_client_transactions_at_rest_freeze_request_and_ack() -> None:
+    layer = freezing_layer()
+    invite = request("INVITE", "z9hG4bK-c1")
+    transaction, _ = layer.send_request(invite, PEER, 0.0)
+    busy = response(invite, 486)
+    actions = layer.receive(busy, PEER, 0.1)
+    ack = build_ack(invite, busy)
+    assert sent(actions) == [ack]  # built from the live INVITE before it was frozen
+    assert transaction.request == FrozenMsg(invite) and transaction.ack == FrozenMsg(ack)
+    assert sent(layer.receive(busy, PEER, 0.2)) == [FrozenMsg(ack)]
+    bye = request("BYE", "z9hG4bK-c2")
+    bye_transaction, _ = layer.send_request(bye, PEER, 0.0)
+    assert bye_transaction.request is bye  # Trying: retransmits the live request
+    layer.receive(response(bye, 200), PEER, 0.1)
+    assert bye_transaction.state is State.COMPLETED
+    assert bye_transaction.request == FrozenMsg(bye)
