@@ -70,7 +70,7 @@ for _letter, _name in COMPACT_FORMS.items():
 
 _T = TypeVar("_T")
 _ABSENT = object()
-_NO_VALUES: list[str] = []
+_NO_VALUES: tuple[str, ...] = ()
 
 
 def header_key(name: str) -> tuple[str, str]:
@@ -108,7 +108,7 @@ class Headers:
         self, fields: Mapping[str, object] | Iterable[tuple[str, object]] | None = None
     ) -> None:
         self._fields: list[tuple[str, str, str]] = []  # (key, name, raw value)
-        self._index: dict[str, list[str]] | None = None  # key -> raw values, built on demand
+        self._index: dict[str, tuple[str, ...]] | None = None  # key -> raw values, on demand
         self._cache: dict[str, Any] = {}
         if fields is not None:
             pairs = fields.items() if isinstance(fields, Mapping) else fields
@@ -117,7 +117,9 @@ class Headers:
 
     @classmethod
     def from_fields(
-        cls, fields: list[tuple[str, str, str]], index: dict[str, list[str]] | None = None
+        cls,
+        fields: list[tuple[str, str, str]],
+        index: dict[str, tuple[str, ...]] | None = None,
     ) -> Headers:
         """Adopt (key, name, value) triples made by the message parser, without copying.
 
@@ -202,17 +204,18 @@ class Headers:
     def copy(self) -> Headers:
         return Headers.from_fields(list(self._fields))
 
-    def index(self) -> dict[str, list[str]]:
-        """Lower-cased canonical name -> raw values in order (do not modify it)."""
+    def index(self) -> dict[str, tuple[str, ...]]:
+        """Lower-cased canonical name -> raw values in order (do not modify it).
+
+        Tuples, not lists: see message._split_fields (the garbage collector stops tracking a
+        tuple of strings, never a list).
+        """
         index = self._index
         if index is None:
             index = {}
             for key, _name, value in self._fields:
                 values = index.get(key)
-                if values is None:
-                    index[key] = [value]
-                else:
-                    values.append(value)
+                index[key] = (value,) if values is None else (*values, value)
             self._index = index
         return index
 
@@ -227,7 +230,7 @@ class Headers:
             cached = self._cache[key] = parse()
         return cached  # type: ignore[return-value]
 
-    def _values(self, key: str) -> list[str]:
+    def _values(self, key: str) -> tuple[str, ...]:
         index = self._index if self._index is not None else self.index()
         return index.get(key, _NO_VALUES)
 
@@ -457,7 +460,7 @@ class Headers:
                 getattr(self, view)
 
 
-def _only(index: dict[str, list[str]], key: str, what: str) -> str:
+def _only(index: dict[str, tuple[str, ...]], key: str, what: str) -> str:
     values = index.get(key)
     if not values:
         raise SipParseError(f"no {what} header field")

@@ -138,8 +138,13 @@ def _skip_leading_crlf(data: bytes) -> int:
 
 def _split_fields(
     lines: list[str], folded: bool
-) -> tuple[list[tuple[str, str, str]], dict[str, list[str]]]:
-    """(key, canonical name, value) triples and the key -> values index, in one pass."""
+) -> tuple[list[tuple[str, str, str]], dict[str, tuple[str, ...]]]:
+    """(key, canonical name, value) triples and the key -> values index, in one pass.
+
+    The index holds tuples, not lists: a tuple of strings is dropped from the garbage
+    collector's care at its first pass, a list never is, and every message alive (a call's
+    INVITE, 200, ACK...) had one list per distinct header name.
+    """
     if folded:
         # Header folding (RFC 3261 §7.3.1): a line starting with SP/HTAB continues the last.
         groups: list[list[str]] = []
@@ -152,7 +157,7 @@ def _split_fields(
                 groups.append([line])
         lines = [" ".join(group) for group in groups]
     fields = []
-    index: dict[str, list[str]] = {}
+    index: dict[str, tuple[str, ...]] = {}
     names = HEADER_NAMES
     for line in lines:
         name, colon, value = line.partition(":")
@@ -163,10 +168,7 @@ def _split_fields(
         value = value.strip(" \t")
         fields.append((key, canonical, value))
         values = index.get(key)
-        if values is None:
-            index[key] = [value]
-        else:
-            values.append(value)
+        index[key] = (value,) if values is None else (*values, value)
     return fields, index
 
 
