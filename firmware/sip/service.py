@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from firmware.calls.channel import Role
 from firmware.config.schema import SiblingSiteConfig, SipConfig, SipPeerConfig
+from firmware.sip import gc_policy
 from firmware.sip.calls import (
     DIALOG_EVENTS,
     MALFORMED,
@@ -111,6 +112,7 @@ class SipService:
                 await self.registrar.stop()  # its writer thread must not outlive a failed start
                 raise
         self.links.start()  # trunk registrations, keep-alives, host names
+        gc_policy.settle_after_start()  # the last part of start-up: see firmware/sip/gc_policy.py
         return address
 
     async def stop(self) -> None:
