@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from firmware.app import Appliance  # noqa: E402
 from firmware.config.load import load_config  # noqa: E402
 
-HARNESS = ROOT.parent / "shared" / "bench" / "sip" / "run.py"
+# HARNESS names the harness folder, as for bench/sip/harness.sh.
+HARNESS = Path(os.environ.get("HARNESS", ROOT.parent / "shared" / "bench" / "sip")) / "run.py"
 
 
 def rss_mib() -> float:
@@ -36,6 +37,64 @@ def rss_mib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def memory_parts() -> str:
+    """RSS split as the kernel sees it (anonymous vs file-backed: libraries loaded later show
+    as file), and glibc's view of its heaps (in use, free but kept, mmapped blocks), and
+    pymalloc's arenas."""
+    status = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+            status[key] = int(value.split()[0]) / 1024
+    text = ", ".join(f"{key} {value:.1f}" for key, value in status.items())
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+        text += (
+            f"; malloc: in use {info.uordblks / 2**20:.1f}, free kept {info.fordblks / 2**20:.1f}"
+            f", mmapped {info.hblkhd / 2**20:.1f} (MiB, all arenas)"
+        )
+    except (OSError, AttributeError):
+        pass
+    arenas = pymalloc_arenas()
+    threads = len(list(Path("/proc/self/task").iterdir()))
+    return f"{text}; {arenas}; threads {threads}"
+
+
+def pymalloc_arenas() -> str:
+    """pymalloc's 1 MiB arenas (mmapped outside glibc malloc) and how full they are, from
+    sys._debugmallocstats(), which writes to the C stderr: caught through a temporary file."""
+    with tempfile.TemporaryFile(mode="w+") as caught:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(caught.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        stats = {}
+        for line in caught:
+            key, _, value = line.partition("=")
+            stats[key.strip("# ").strip()] = value.strip().replace(",", "")
+    current = int(stats.get("arenas allocated current", 0))
+    used = int(stats.get("bytes in allocated blocks", 0)) / 2**20
+    free = int(stats.get("bytes in available blocks", 0)) / 2**20
+    return f"pymalloc {current} arenas (MiB: {used:.1f} in blocks, {free:.1f} free in pools)"
 
 
 def malloc_trim() -> bool:
@@ -57,6 +116,7 @@ async def main(tests: list[str], settle: float, top: int, out: Path, repeat: int
             await asyncio.sleep(2.0)
             gc.collect()
             idle_rss = rss_mib()
+            print(f"idle: {memory_parts()}")
             before = tracemalloc.take_snapshot() if traced else None
             for run in range(repeat):
                 env = dict(
@@ -74,13 +134,14 @@ async def main(tests: list[str], settle: float, top: int, out: Path, repeat: int
                 await asyncio.wait_for(harness.wait(), 30)
                 await asyncio.sleep(settle)
                 gc.collect()
-                print(f"RSS after run {run + 1}: {rss_mib():.1f} MiB")
+                print(f"RSS after run {run + 1}: {rss_mib():.1f} MiB ({memory_parts()})")
             loaded_rss = rss_mib()
             legs = len(app.rtp.legs) if app.rtp is not None else -1
             print(f"RSS idle {idle_rss:.1f} MiB, after the load {loaded_rss:.1f} MiB")
             print(f"RTP legs left {legs}, mixer slots {app.mixer.slots_in_use} of {app.mixer.capacity}")
             trimmed = malloc_trim()
             print(f"after malloc_trim(0) ({'released' if trimmed else 'nothing released'}): {rss_mib():.1f} MiB")
+            print(f"  {memory_parts()}")
             if before is None:
                 return
             after = tracemalloc.take_snapshot()
