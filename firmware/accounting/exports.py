@@ -35,7 +35,7 @@ import xlsxwriter
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from firmware.accounting.reports import Column, ColumnKind, Report
+from firmware.accounting.reports import Column, ColumnKind, Report, ReportError
 
 __all__ = [
     "CSV_DIALECTS",
@@ -51,6 +51,9 @@ CSV_DIALECTS: tuple[CsvDialect, ...] = ("comma", "semicolon")
 
 DEFAULT_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 """The Unicode font PDFs use when none is configured (Debian's fonts-dejavu-core)."""
+
+PDF_MAX_ROWS = 20_000
+"""Most rows a PDF export takes (about 500 pages, some 150 MB while it is built)."""
 
 XLSX_MAX_ROWS = 1_048_576
 """Rows of one Excel worksheet; longer reports continue on another sheet."""
@@ -548,7 +551,15 @@ def write_pdf(
     Portrait when the columns fit, else landscape, else a smaller type. Names keep their
     letters with a Unicode TrueType font (`font_path`, else DEFAULT_FONT when installed);
     without one the built-in font is used and names are transliterated. Returns data rows.
+
+    A PDF is built in memory (about a quarter of a megabyte per page), so a detail report
+    of more than PDF_MAX_ROWS rows is refused with ReportError: that is a job for XLSX.
     """
+    if report.streamed and report.calls > PDF_MAX_ROWS:
+        raise ReportError(
+            f"{report.calls} rows would make a PDF of some {report.calls // 40} pages; a PDF "
+            f"takes at most {PDF_MAX_ROWS} rows: choose xlsx or csv, or narrow the filters"
+        )
     pdf = _ReportPdf(report, Path(font_path) if font_path else DEFAULT_FONT, decimal_comma)
     count = pdf.write_report()
     pdf.output(os.fspath(path))

@@ -11,8 +11,9 @@ from pathlib import Path
 import pypdf
 import pytest
 
+from firmware.accounting import exports
 from firmware.accounting.exports import DEFAULT_FONT, transliterate, write_pdf
-from firmware.accounting.reports import run_report
+from firmware.accounting.reports import ReportError, run_report
 from firmware.calls.cdr import open_readonly
 from tests.accounting.test_report_sample import (
     MAY,
@@ -135,3 +136,15 @@ def test_long_report_repeats_header_and_numbers_pages(tmp_path: Path) -> None:
     total_line = next(line for line in pages[-1].splitlines() if line.startswith("Total: 134"))
     assert total_line.endswith(" 2.85")  # 1.6450 + 120 x 0.0100 = 2.845, half up
     connection.close()
+
+
+def test_a_detail_report_too_long_for_paper_is_refused(
+    sample_connection: sqlite3.Connection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exports, "PDF_MAX_ROWS", 10)
+    report = run_report(sample_connection, "calls", MAY, SETTINGS)
+    with pytest.raises(ReportError, match=r"14 rows would make a PDF .* at most 10 rows"):
+        write_pdf(report, tmp_path / "calls.pdf")
+    assert not (tmp_path / "calls.pdf").exists()
+    grouped = run_report(sample_connection, "daily", MAY, SETTINGS)  # 31 rows, not a detail list
+    assert write_pdf(grouped, tmp_path / "daily.pdf") == 31
