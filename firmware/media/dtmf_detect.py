@@ -64,10 +64,11 @@ class DtmfCriteria:
     min_level_dbm0: float = -36.0
     max_normal_twist_db: float = 10.0
     max_reverse_twist_db: float = 6.0
-    min_energy_fraction: float = 0.8
+    min_energy_fraction: float = 0.9
     max_harmonic_db: float = -12.0
-    min_tone_blocks: int = 6
-    min_pause_blocks: int = 8
+    min_octave_distance: float = 0.006
+    min_tone_blocks: int = 5
+    min_pause_blocks: int = 9
 
     def __post_init__(self) -> None:
         if not 0 < self.max_deviation < GRID_HALF_POINTS * GRID_STEP:
@@ -356,6 +357,12 @@ def _measure(
 def judge(measurements: BlockMeasurements, criteria: DtmfCriteria) -> np.ndarray:
     """Digit index (into ``KEYS``) each block carries, ``NO_DIGIT`` (-1) where none."""
     twist = measurements.twist_db
+    row_hz = np.asarray(DTMF_ROW_FREQUENCIES)[measurements.row] * (1 + measurements.row_deviation)
+    column_hz = np.asarray(DTMF_COLUMN_FREQUENCIES)[measurements.column] * (
+        1 + measurements.column_deviation
+    )
+    with np.errstate(invalid="ignore"):
+        octave_distance = np.abs(column_hz - 2 * row_hz) / column_hz
     valid = (
         (np.abs(measurements.row_deviation) <= criteria.max_deviation)
         & (np.abs(measurements.column_deviation) <= criteria.max_deviation)
@@ -366,6 +373,7 @@ def judge(measurements: BlockMeasurements, criteria: DtmfCriteria) -> np.ndarray
         & (measurements.energy_fraction >= criteria.min_energy_fraction)
         & (measurements.row_harmonic_db <= criteria.max_harmonic_db)
         & (measurements.column_harmonic_db <= criteria.max_harmonic_db)
+        & (octave_distance >= criteria.min_octave_distance)
     )
     return np.where(valid, measurements.row * 4 + measurements.column, NO_DIGIT)
 
