@@ -34,7 +34,10 @@ from firmware.calls.outside import OutsideCalls
 from firmware.calls.routes import OutboundRoutes
 from firmware.calls.session import CallEnded, CallSession, RecordDraft, utc_now
 from firmware.calls.transfer import TransferCalls
+from firmware.config.node_fields import is_node_name
 from firmware.config.schema import Config
+from firmware.features.context import NodeContext
+from firmware.features.runner import run_destination
 from firmware.media.mixer import Mixer
 from firmware.modes.service import ModeService
 
@@ -568,6 +571,8 @@ class CallManager(OutsideCalls, TransferCalls):
             )
         elif plan.kind == RouteKind.SIBLING:
             await self._call_sibling(session, caller, plan)
+        elif plan.kind == RouteKind.NODE:
+            await self._to_node(session, caller, plan.target, self._shown_for(session, caller))
         else:
             await self._reject(
                 session,
@@ -576,6 +581,12 @@ class CallManager(OutsideCalls, TransferCalls):
                 Disposition.INVALID,
                 f"feature_not_available:{plan.feature}",
             )
+
+    async def _to_node(
+        self, session: CallSession, caller: Channel, destination: str, shown: CallerId
+    ) -> None:
+        """Hand the call to the routing graph (hunt groups, queues, menus...): it ends there."""
+        await run_destination(NodeContext(self, session, caller, shown), destination)
 
     async def _check_prepaid(self, session: CallSession, caller: Channel, plan: RoutePlan) -> None:
         """A caller on a prepaid account with nothing left may not start a chargeable call."""
@@ -1008,6 +1019,10 @@ class CallManager(OutsideCalls, TransferCalls):
             session.drafts.append(draft)
             caller = await self._await_caller_id(session, line)
             draft.caller_number, draft.caller_name = caller.number, caller.name
+            if len(line_config.incoming) == 1 and is_node_name(line_config.incoming[0]):
+                self._log_call("call_incoming", {"call": session.id, "line": line.number,
+                                                 "caller": caller.number, "node": line_config.incoming[0]})  # fmt: skip
+                await self._to_node(session, line, line_config.incoming[0], caller)
             free = self._ringable(line_config.incoming)
             draft.called_extension = line_config.incoming[0] if line_config.incoming else None
             self._log_call(

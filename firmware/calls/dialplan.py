@@ -23,6 +23,7 @@ class RouteKind(StrEnum):
     EMERGENCY = "emergency"
     FEATURE = "feature"
     SIBLING = "sibling"
+    NODE = "node"  # a routing-graph node with a number (hunt group, queue, menu...)
     REJECTED = "rejected"  # known number, not allowed for this caller
     INVALID = "invalid"  # no such number
 
@@ -37,6 +38,7 @@ class RoutePlan:
     destination_kind: str = ""
     feature: str | None = None
     site: str | None = None
+    target: str = ""  # a routing node's name (RouteKind.NODE)
     reason: str = ""
 
 
@@ -75,6 +77,9 @@ class DialPlan:
             add(numbering.operator_code, _Meaning(RouteKind.INTERNAL, numbering.operator))
         for name, code in config.feature_codes.items():
             add(code, _Meaning(RouteKind.FEATURE, name))
+        for node in config.routing.nodes:
+            if node.number:
+                add(node.number, _Meaning(RouteKind.NODE, node.name, "internal"))
         for site in config.sibling_sites:
             for pattern in site.extensions:
                 add(pattern, _Meaning(RouteKind.SIBLING, site.name, "internal"))
@@ -124,6 +129,8 @@ class DialPlan:
             )
         if meaning.kind == RouteKind.FEATURE:
             return RoutePlan(RouteKind.FEATURE, digits, feature=meaning.target)
+        if meaning.kind == RouteKind.NODE:
+            return RoutePlan(RouteKind.NODE, digits, target=meaning.target, destination_kind="internal")
         if meaning.kind == RouteKind.SIBLING:
             return RoutePlan(
                 RouteKind.SIBLING, digits, site=meaning.target, destination_kind="internal"

@@ -22,6 +22,7 @@ from firmware.calls.dialplan import RouteKind, RoutePlan
 from firmware.calls.lifecycle import LegState
 from firmware.calls.routes import Attempt, TrunkKind
 from firmware.calls.session import CallEnded, CallSession, RecordDraft
+from firmware.config.node_fields import is_node_name
 from firmware.config.schema import SiblingSiteConfig
 
 if TYPE_CHECKING:
@@ -335,6 +336,8 @@ class OutsideCalls(_Base):
             if destination.startswith("peer:"):
                 await self._call_peer(session, line, destination, dialled)
                 return
+            if is_node_name(destination):
+                await self._to_node(session, line, destination, caller)
             numbers = [number.strip() for number in destination.split(",") if number.strip()]
             draft.called_extension = numbers[0] if numbers else None
             ringing = self._ringable(numbers)

@@ -113,6 +113,7 @@ class CallSession:
         self.handover: tuple[asyncio.Future[Channel], CallSession] | None = None
         self.transfers_welcome = False  # two parties are talking: TRANSFER/HANDOVER are handled
         self.relays_pending = 0  # DTMF relays not yet sent (bounded)
+        self.node_kind: str | None = None  # the routing node the call is in, if any
 
     @property
     def draft(self) -> RecordDraft | None:

@@ -236,7 +236,7 @@ def cross_check(config: Config) -> Iterator[str]:
         if line.group not in groups:
             yield f"{where}.group: no line group named {line.group!r} in [[line_groups]]"
         for target in line.incoming:
-            if target not in numbers:
+            if target not in numbers and not target[:1].isalpha():  # nodes: check_graph
                 yield f"{where}.incoming: no extension {target}"
     if card.audio == "alsa":
         mapped: dict[tuple[str, int], int] = {}
@@ -277,6 +277,10 @@ def cross_check(config: Config) -> Iterator[str]:
     yield from cross_check_modes(config)
     yield from cross_check_accounting(config)
 
+    from firmware.features.graph import check_graph
+
+    yield from check_graph(config)
+
 
 def _sip_checks(config: Config, numbers: dict[str, str]) -> Iterator[str]:
     peers = {peer.name: peer for peer in config.sip.peers}
@@ -307,9 +311,11 @@ def _sip_checks(config: Config, numbers: dict[str, str]) -> Iterator[str]:
                 elif not peer.allow_tandem:
                     yield f"{where}: passing calls from {peer.name!r} to another peer needs allow_tandem = true"
                 continue
+            if destination[:1].isalpha():
+                continue  # a routing node: check_graph
             for number in destination.split(","):
                 if number.strip() not in numbers:
-                    yield f"{where}: no extension {number.strip()!r} (use '201,202' or 'peer:NAME')"
+                    yield f"{where}: no extension {number.strip()!r} (use '201,202', a routing node's name or 'peer:NAME')"
     names = [peer.name for peer in config.sip.peers]
     for name in {n for n in names if names.count(n) > 1}:
         yield f"sip.peers: the name {name!r} is used more than once"
@@ -383,6 +389,7 @@ def _numbering_conflicts(config: Config) -> Iterator[str]:
     codes += [(g.access_code, f"line group {g.name!r} access code") for g in config.line_groups]
     codes += [(n, f"emergency number {n}") for n in config.numbering.emergency]
     codes += [(c, f"feature code {name!r}") for name, c in config.feature_codes.items()]
+    codes += [(n.number, f"routing node {n.name!r}") for n in config.routing.nodes if n.number]
     if config.numbering.operator_code:
         codes.append((config.numbering.operator_code, "operator code"))
     for first_index, (first, first_what) in enumerate(codes):

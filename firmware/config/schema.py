@@ -24,8 +24,10 @@ from firmware.config.fields import (
     Section,
 )
 from firmware.config.modes_schema import ModesConfig
+from firmware.config.node_fields import Destination
 from firmware.config.prompts_schema import PromptsConfig
 from firmware.config.reports_schema import ReportsConfig
+from firmware.config.routing_schema import RoutingConfig
 from firmware.config.schedule_schema import ScheduleConfig
 from firmware.config.smdr_schema import SmdrConfig
 
@@ -151,7 +153,8 @@ class LineConfig(Section):
     name: Name
     port: int = Field(ge=1)
     group: Name
-    incoming: tuple[ExtensionNumber, ...] = ()
+    # Extensions that ring together for a city call, or one routing-graph node's name.
+    incoming: tuple[Destination, ...] = ()
     disconnect: tuple[Literal["polarity", "loop_current", "tone"], ...] = (
         "polarity",
         "loop_current",
@@ -360,6 +363,7 @@ class Config(Section):
     reports: ReportsConfig = ReportsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     modes: ModesConfig = ModesConfig()
+    routing: RoutingConfig = RoutingConfig()
     prompts: PromptsConfig = PromptsConfig()
 
     def sip_peer(self, name: str) -> SipPeerConfig | None:

@@ -18,6 +18,7 @@ from firmware.calls.lifecycle import LegState
 from firmware.lines.audio import PortAudio
 from firmware.lines.protocol import Dial, DialMode, HookSet, Message, PolaritySet, Ring, RingStop
 from firmware.media.detect import CadenceDetector, ToneDetector
+from firmware.media.dtmf_detect import DtmfDetector
 from firmware.media.mixer import Mixer
 from firmware.media.tones import TonePlan
 
@@ -100,6 +101,8 @@ class FxoChannel(AnalogueChannel):
         self._dial_tone_frames = 0
         self._disconnect_tones = [CadenceDetector(plan.busy), CadenceDetector(plan.congestion)]
         self.cleared_by: str | None = None
+        # In-band DTMF from the city caller, decoded while a menu or DISA listens for keys.
+        self._digits: DtmfDetector | None = None
 
     def configure(
         self, *, disconnect: tuple[str, ...], answer_supervision: str, dial_mode: str
@@ -128,6 +131,7 @@ class FxoChannel(AnalogueChannel):
         self._send(HookSet(port=self.port, off_hook=True))
 
     async def release(self, cause: str = "normal") -> None:
+        self._digits = None
         if self.seized:
             self.seized = False
             self.awaiting_answer = False
@@ -137,6 +141,10 @@ class FxoChannel(AnalogueChannel):
     async def dial(self, digits: str, caller: CallerId | None = None) -> None:
         self.listening_for_dial_tone = False
         self._send(Dial(port=self.port, digits=digits, mode=self.dial_mode))
+
+    def listen_for_digits(self, on: bool) -> None:
+        """Decode the city caller's keys from the line audio (a line card reports none)."""
+        self._digits = DtmfDetector() if on else None
 
     def listen_for_dial_tone(self) -> None:
         self._dial_tone_frames = 0
@@ -167,6 +175,9 @@ class FxoChannel(AnalogueChannel):
         """Runs in the mixer tick with what the line said: keep it to a few Goertzel bins."""
         if not self.seized:
             return
+        if self._digits is not None:
+            for digit in self._digits.feed(frame):
+                self.emit(ChannelEvent(EventKind.DIGIT, digit))
         if self.listening_for_dial_tone:
             if self._dial_tone.feed(frame):
                 self._dial_tone_frames += 1

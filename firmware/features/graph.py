@@ -1,0 +1,128 @@
+"""Checks of the call-routing graph, run with the rest of the config validation.
+
+What `minipbx check-config` refuses, each with where it is and how to fix it: a
+destination naming no node or extension, a node nobody can reach, and loops without an
+exit (nodes from which a call can never reach a person nor end: it would go round until
+the hop limit). Pure: the config in, messages out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from firmware.config.node_fields import extension_numbers, is_node_name
+from firmware.config.schema import Config
+
+# Node kinds that put the caller through to people (or to an outside line) themselves.
+_REACHES_PEOPLE = ("extension", "external", "hunt_group", "queue", "disa")
+
+
+def inbound_destinations(config: Config) -> Iterator[tuple[str, str]]:
+    """(where, destination) for every place a call enters the graph from outside it."""
+    for index, line in enumerate(config.lines):
+        for destination in line.incoming:
+            yield f"lines[{index}].incoming", destination
+    for index, peer in enumerate(config.sip.peers):
+        for did, destination in peer.incoming.items():
+            if not destination.startswith("peer:"):
+                yield f"sip.peers[{index}].incoming.{did}", destination
+
+
+def check_graph(config: Config) -> Iterator[str]:
+    routing = config.routing
+    extensions = {extension.number for extension in config.extensions}
+    names = [node.name for node in routing.nodes]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        yield f"routing.nodes: the name {name!r} is used more than once"
+    nodes = {node.name: node for node in routing.nodes}
+    where_of = {node.name: f"routing.nodes[{i}] ({node.name})" for i, node in enumerate(routing.nodes)}
+
+    def check(where: str, destination: str) -> Iterator[str]:
+        if is_node_name(destination):
+            if destination not in nodes:
+                yield f"{where}: no routing node named {destination!r}"
+            return
+        for number in extension_numbers(destination):
+            if number not in extensions:
+                yield f"{where}: no extension {number}"
+
+    for index, line in enumerate(config.lines):
+        if any(is_node_name(d) for d in line.incoming) and len(line.incoming) > 1:
+            yield (
+                f"lines[{index}].incoming: a routing node must be the only entry "
+                f"(ring several extensions from the node instead)"
+            )
+    for where, destination in inbound_destinations(config):
+        if is_node_name(destination) or where.startswith("sip."):
+            yield from check(where, destination)
+    modes = set(config.modes.all_names)
+    for node in routing.nodes:
+        where = where_of[node.name]
+        for destination in node.destinations():
+            yield from check(where, destination)
+        if node.kind == "mode_switch":
+            for mode in node.modes:
+                if mode not in modes:
+                    yield f"{where}.modes: {mode!r} is not a mode ({', '.join(sorted(modes))})"
+        if node.kind == "extension":
+            for number in node.extensions:
+                if number not in extensions:
+                    yield f"{where}.extensions: no extension {number}"
+        if node.kind == "queue":
+            for number in node.agents:
+                if number not in extensions:
+                    yield f"{where}.agents: no extension {number}"
+        if node.kind == "hunt_group" and len(node.members) > node.max_members:
+            yield (
+                f"{where}.members: {len(node.members)} members, more than max_members "
+                f"({node.max_members}); raise max_members if this is intended"
+            )
+
+    yield from _loops_without_exit(config, where_of)
+    yield from _unreachable(config, where_of)
+
+
+def _loops_without_exit(config: Config, where_of: dict[str, str]) -> Iterator[str]:
+    """Nodes from which no path reaches a person, an extension, or "" (the call's end)."""
+    nodes = {node.name: node for node in config.routing.nodes}
+    can_end: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, node in nodes.items():
+            if name in can_end:
+                continue
+            ends = (
+                node.kind in _REACHES_PEOPLE
+                or (node.kind == "menu" and node.dial_through)
+                or any(not is_node_name(d) or d in can_end for d in node.destinations())
+            )
+            if ends:
+                can_end.add(name)
+                changed = True
+    for name in nodes:
+        if name not in can_end:
+            yield (
+                f"{where_of[name]}: a loop without an exit: every way on from here comes back "
+                f"without reaching a person or ending the call; send one of them to an "
+                f'extension, a group, or "" (the end)'
+            )
+
+
+def _unreachable(config: Config, where_of: dict[str, str]) -> Iterator[str]:
+    nodes = {node.name: node for node in config.routing.nodes}
+    reached: set[str] = set()
+    todo = [d for _, d in inbound_destinations(config) if d in nodes]
+    todo += [node.name for node in config.routing.nodes if node.number]
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        todo += [d for d in nodes[name].destinations() if d in nodes]
+    for name in nodes:
+        if name not in reached:
+            yield (
+                f"{where_of[name]}: no line, DID, number or other node leads here; "
+                f"send calls to it or give it a `number`"
+            )
