@@ -129,6 +129,7 @@ class Appliance:
         self.mixer.start()
         self.calls = CallManager(self.config, self.mixer, self.cdr)
         self.calls.modes = self.modes
+        self.calls.data_dir = self.data_dir
         self.smdr = SmdrService(self.config, Path(self.cdr.path))
         await self.smdr.start()
         self.calls.record_listeners.append(self.smdr.publish)

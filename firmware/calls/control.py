@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from firmware.accounting.prepaid import is_chargeable, prepaid_account_for, prepaid_state
@@ -36,6 +37,7 @@ from firmware.calls.session import CallEnded, CallSession, RecordDraft, utc_now
 from firmware.calls.transfer import TransferCalls
 from firmware.config.node_fields import is_node_name
 from firmware.config.schema import Config
+from firmware.features import feature_codes
 from firmware.features.context import NodeContext
 from firmware.features.runner import run_destination
 from firmware.media.mixer import Mixer
@@ -68,6 +70,10 @@ class CallManager(OutsideCalls, TransferCalls):
         self.mixer = mixer
         self.cdr = cdr
         self._tariffs: tuple[Config, TariffBook] | None = None  # for prepaid checks, per config
+        # Where features keep state that must survive a restart (set by the appliance).
+        self.data_dir: Path | None = None
+        # Long-lived feature state shared by calls (queues and their agents, ...), by name.
+        self.features: dict[str, Any] = {}
         # The office mode service (day/night/...), set by the appliance; None in bare tests.
         self.modes: ModeService | None = None
         # Called with each stored CDR row (a dict of cdr columns) once it is committed.
@@ -573,6 +579,10 @@ class CallManager(OutsideCalls, TransferCalls):
             await self._call_sibling(session, caller, plan)
         elif plan.kind == RouteKind.NODE:
             await self._to_node(session, caller, plan.target, self._shown_for(session, caller))
+        elif plan.feature is not None and (handler := feature_codes.handler_for(plan.feature)):
+            draft.destination_kind = "feature"
+            await handler(NodeContext(self, session, caller, self._shown_for(session, caller)), plan.feature)
+            raise CallEnded
         else:
             await self._reject(
                 session,
