@@ -13,12 +13,14 @@ from typing import Any
 
 from firmware.calls.cdr import Disposition
 from firmware.config.node_fields import extension_numbers, is_node_name
-from firmware.features import basic, disa, hunt, menu, queue
+from firmware.features import basic, disa, hunt, menu, mode_codes, queue
 from firmware.features.context import NodeContext
 
 log = logging.getLogger("firmware.features")
 
 NodeRunner = Callable[[NodeContext, Any], Awaitable[str]]
+
+__all__ = ["RUNNERS", "mode_codes", "run_destination"]  # mode_codes: registers its feature codes
 
 RUNNERS: dict[str, NodeRunner] = {
     "extension": basic.run_extension,

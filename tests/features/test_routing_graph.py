@@ -147,3 +147,39 @@ def test_a_node_number_may_not_clash_with_an_extension() -> None:
 def test_a_mode_switch_names_known_modes_only() -> None:
     errors = errors_of(ROUTING.replace("night = ", "nite = "))
     assert any("routing.nodes[0] (main).modes: 'nite' is not a mode" in e for e in errors)
+
+
+async def test_the_operator_forces_night_by_feature_code_and_returns_to_the_schedule(pbx) -> None:
+    operator, line = pbx.phone("201"), pbx.line("city1")
+    operator.off_hook()
+    await pbx.wait_state("201", LegState.DIALLING)
+    mark = operator.mark()
+    await operator.dial("*61")
+    assert await pbx.hears(operator, "confirmation", since=mark)
+    operator.on_hook()
+    await pbx.wait_idle()
+    assert pbx.app.modes.current() == "night"
+    line.ring("212345678")
+    await pbx.sim.wait_until(lambda: line.seized, 4.0, "the exchange answers at night")
+    assert pbx.channel("202").state == LegState.IDLE
+    line.hang_up()
+    await pbx.wait_idle()
+    operator.off_hook()
+    await pbx.wait_state("201", LegState.DIALLING)
+    await operator.dial("*60")
+    operator.on_hook()
+    await pbx.wait_idle()
+    assert pbx.app.modes.current() == "day"
+
+
+async def test_other_extensions_may_not_change_the_mode(pbx) -> None:
+    phone = pbx.phone("202")
+    phone.off_hook()
+    await pbx.wait_state("202", LegState.DIALLING)
+    mark = phone.mark()
+    await phone.dial("*61")
+    assert await pbx.hears(phone, "special_information", since=mark)
+    phone.on_hook()
+    record = await pbx.last_record()
+    assert (record.disposition, record.cause) == (Disposition.REJECTED, "mode_override_not_allowed")
+    assert pbx.app.modes.current() == "day"
