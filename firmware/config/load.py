@@ -280,6 +280,10 @@ def cross_check(config: Config) -> Iterator[str]:
     from firmware.features.graph import check_graph
 
     yield from check_graph(config)
+    for department, members in config.reports.departments.items():
+        for number in members:
+            if number not in numbers:
+                yield f"reports.departments.{department}: extension {number} is not in [[extensions]]"
 
 
 def _sip_checks(config: Config, numbers: dict[str, str]) -> Iterator[str]:
