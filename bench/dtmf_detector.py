@@ -47,6 +47,7 @@ from firmware.media.dtmf_detect import (
     block_geometry,
     block_labels,
     detect_dtmf,
+    measure_blocks,
 )
 from firmware.media.levels import dbm0_to_peak, dbm0_to_rms, power_to_dbm0
 from firmware.media.tones import DTMF_FREQUENCIES, RAMP_MS
@@ -56,6 +57,7 @@ KEYS = tuple(DTMF_FREQUENCIES)
 REJECT_KINDS = ("deviation", "twist", "short", "weak")
 SNR_DB = 15.0
 STREAM_SECONDS = 120.0  # of each battery and of talk-off, fed frame by frame
+LOOSER_FRACTIONS = (0.8, 0.85, 0.9)  # talk-off margin: digits had the threshold been lower
 
 # ----- the digit batteries ---------------------------------------------------------------
 
@@ -514,6 +516,31 @@ def score(digits: list[GeneratedDigit], found: list[DtmfDigit]) -> dict[str, Bat
     return scores
 
 
+def accept_margins(audio: np.ndarray, digits: list[GeneratedDigit]) -> dict[str, float]:
+    """How far the accept region's digits sit from the thresholds, on one block each.
+
+    The block is centred in the tone (so wholly inside it): the lowest energy fraction, the
+    largest errors of the deviation and twist estimates, the weakest tone measured.
+    """
+    block_length, _ = block_geometry(RATE)
+    starts = np.array([(digit.start + digit.stop - block_length) // 2 for digit in digits])
+    blocks = audio[starts[:, None] + np.arange(block_length)].astype(float)
+    measured = measure_blocks(blocks, RATE)
+    row_error = np.abs(measured.row_deviation - [digit.row_deviation for digit in digits])
+    column_error = np.abs(measured.column_deviation - [digit.column_deviation for digit in digits])
+    twist_error = np.abs(measured.twist_db - [digit.twist_db for digit in digits])
+    return {
+        "lowest_energy_fraction": round(float(measured.energy_fraction.min()), 4),
+        "largest_deviation_error_percent": round(
+            100 * float(max(row_error.max(), column_error.max())), 3
+        ),
+        "largest_twist_error_db": round(float(twist_error.max()), 2),
+        "highest_harmonic_db": round(
+            float(max(measured.row_harmonic_db.max(), measured.column_harmonic_db.max())), 1
+        ),
+    }
+
+
 def _runs_longer_than_one(labels: np.ndarray) -> tuple[int, int]:
     """(blocks labelled as a digit, longest run of one digit) in talk-off."""
     valid = labels >= 0
@@ -589,6 +616,12 @@ def run(digit_count: int, talk_off_seconds: float, seed: int) -> dict[str, objec
             "digits": "".join(event.digit for event in found),
             "blocks_passing": blocks,
             "longest_run_blocks": longest,
+            "digits_at_looser_fraction": {
+                str(fraction): len(
+                    detect_dtmf(audio, RATE, DtmfCriteria(min_energy_fraction=fraction))
+                )
+                for fraction in LOOSER_FRACTIONS
+            },
         }
 
     stream_cut = int(STREAM_SECONDS * RATE)
@@ -604,6 +637,7 @@ def run(digit_count: int, talk_off_seconds: float, seed: int) -> dict[str, objec
     batch_digits = [event.digit for event in detect_dtmf(stream_audio, RATE)]
 
     accept = scores["accept"]
+    results["accept_margins"] = accept_margins(accept_audio, accept_digits)
     results["criteria"] = DtmfCriteria().__dict__
     results["accept"] = {
         "digits": accept.digits,
@@ -644,6 +678,9 @@ def _print(results: dict[str, object]) -> None:
     assert isinstance(talk_off, dict) and isinstance(cpu, dict)
     print(f"criteria: {results['criteria']}")
     print(
+        f"accept region margins (one block in the middle of each tone): {results['accept_margins']}"
+    )
+    print(
         f"accept region: {accept['digits']} digits, {accept['detected_once_right']} reported once"
         f" and right = {accept['detection_rate_percent']} % (goal 100 %); missed"
         f" {accept['missed']}, wrong digit {accept['wrong_digit']}, split {accept['split']},"
@@ -662,7 +699,8 @@ def _print(results: dict[str, object]) -> None:
             f" {entry['false_detections']} false detections (goal 0) {entry['digits']!r};"
             f" blocks passing every per-block check: {entry['blocks_passing']},"
             f" longest run {entry['longest_run_blocks']} blocks (a digit needs"
-            f" {DtmfCriteria().min_tone_blocks})"
+            f" {DtmfCriteria().min_tone_blocks}); digits with a lower energy-fraction threshold:"
+            f" {entry['digits_at_looser_fraction']}"
         )
     print(
         f"CPU: batch {1000 * cpu['batch_cpu_per_channel_second']:.3f} ms per channel-second"

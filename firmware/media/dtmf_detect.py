@@ -64,7 +64,7 @@ class DtmfCriteria:
     min_level_dbm0: float = -36.0
     max_normal_twist_db: float = 10.0
     max_reverse_twist_db: float = 6.0
-    min_energy_fraction: float = 0.9
+    min_energy_fraction: float = 0.93
     max_harmonic_db: float = -12.0
     min_octave_distance: float = 0.006
     min_tone_blocks: int = 5
