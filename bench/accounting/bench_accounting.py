@@ -39,6 +39,7 @@ from office import office_config, office_config_text
 from firmware.accounting.rating import rerate
 from firmware.accounting.reports import Filters, ReportSettings, run_report
 from firmware.accounting.retention import archive_and_prune
+from firmware.accounting.schedule_times import local_midnight_utc
 from firmware.calls.cdr import CallRecord, CdrStore, open_readonly
 from firmware.config.load import parse_config
 
@@ -180,9 +181,10 @@ def bench_archive(database: Path, folder: Path, month: str) -> dict[str, Any]:
     copy.parent.mkdir(parents=True)
     shutil.copyfile(database, copy)
     first, last = month_bounds(month)
-    cutoff = datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC)
+    zone = office_config().site.timezone
+    cutoff = local_midnight_utc(last + timedelta(days=1), zone)
     # Archive everything before the month first (not timed), so the timed run is one month.
-    archive_and_prune(copy, datetime.combine(first, datetime.min.time(), UTC), copy.parent / "a0")
+    archive_and_prune(copy, local_midnight_utc(first, zone), copy.parent / "a0")
     idle: list[float] = []
     stop = threading.Event()
     writer = threading.Thread(target=_core_like_writer, args=(copy, stop, idle))
