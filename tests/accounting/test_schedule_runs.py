@@ -356,3 +356,36 @@ async def test_the_real_report_command_writes_the_scheduled_file(tmp_path: Path)
     assert (rows["202"][calls], rows["202"][talk]) == ("2", "150")
     assert (rows["203"][calls], rows["203"][talk]) == ("1", "60")
     assert rows["Total"][calls] == "3"
+
+
+def test_schedule_commands_list_and_run_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+    import sqlite3
+
+    from firmware.accounting import cli_schedule
+    from firmware.calls.cdr import _migrate
+
+    data = tmp_path / "data"
+    data.mkdir()
+    connection = sqlite3.connect(data / "cdr.sqlite3", isolation_level=None)
+    _migrate(connection)  # an empty database at the current schema
+    connection.close()
+    config_file = tmp_path / "office.toml"
+    config_file.write_text(default_config_text() + SCHEDULE.format(folder=tmp_path / "reports"))
+
+    def run(*argv: str) -> int:
+        parser = argparse.ArgumentParser(prog="minipbx")
+        cli_schedule.register(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args([*argv, "--config", str(config_file), "--data-dir", str(data)])
+        return int(args.func(args))
+
+    assert run("schedule", "list") == 0
+    assert capsys.readouterr().out.startswith("monthly-costs: extension monthly csv; next ")
+    assert run("schedule", "run-now", "weekly") == 2
+    assert "no scheduled job 'weekly' (jobs: monthly-costs)" in capsys.readouterr().err
+    assert run("schedule", "run-now", "monthly-costs") == 0
+    assert "monthly-costs: done in" in capsys.readouterr().out
+    [written] = (tmp_path / "reports").glob("monthly-costs-*.csv")
+    assert written.read_text(encoding="utf-8-sig").splitlines()[-1].startswith("Total")
