@@ -133,7 +133,7 @@ class Appliance:
         self.smdr = SmdrService(self.config, Path(self.cdr.path))
         await self.smdr.start()
         self.calls.record_listeners.append(self.smdr.publish)
-        self.scheduler = ReportScheduler(self.config, self.data_dir)
+        self.scheduler = ReportScheduler(self.config, self.data_dir, config_path=self.config_path)
         await self.scheduler.start()
         self.line_card = LineCardService(card, url, self.mixer, audio, self.plan)
         self.calls.add_channels(self.line_card.all_channels)
@@ -232,6 +232,8 @@ class Appliance:
         self.calls.apply_config(new)
         if self.modes is not None:
             await self.modes.async_apply_config(new)
+        if self.scheduler is not None:
+            self.scheduler.apply_config(new)
         self.prompts = await async_load_prompts(self.mixer.sounds, new, self.data_dir)
         self.reloads += 1
         log.info("event=reload_done needs_restart=%s", ",".join(needs_restart) or "-")

@@ -681,6 +681,9 @@ class _Writer:
             return self.connection
         connection = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
         try:
+            if connection.execute("PRAGMA user_version").fetchone()[0] == 0:
+                # A new database: let retention give pruned pages back to the SD card.
+                connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
             mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 log.warning("CDR database %s is in %s mode, not WAL", self.path, mode)

@@ -227,6 +227,7 @@ def test_schema_version_and_pragmas(store: CdrStore, db_path: Path) -> None:
     try:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2, "incremental"
         indexes = {
             row[0]
             for row in connection.execute(
