@@ -7,15 +7,15 @@ rejected, and eight bin energies say little about speech.  Design (docs/dtmf-det
 * Blocks of 16 ms (128 samples at 8 kHz) every 4 ms, on a grid anchored at the start of
   the stream, so where 20 ms frames begin does not matter.
 * Each block's DFT (what the Goertzel recursion computes, done as one matrix product) on
-  a grid of 17 frequencies per DTMF tone, -4 % to +4 % in 0.5 % steps, and at twice each.
-  The strongest grid point of each group, refined by a parabola through its neighbours,
-  gives the tone and its frequency deviation: the fine frequency estimate that separates
-  1.5 % (accept) from 3.5 % (reject).
-* The two tones, and then their second harmonics too, are least-squares fitted at the
-  nearest grid frequencies (inverse Gram matrices tabled for every pair), which gives
-  each tone's level, the twist, the harmonics and the fraction of the block's energy the
-  two tones explain: the talk-off guard, since speech and music spread their energy
-  over many harmonics.
+  a grid of 17 frequencies per DTMF tone, -4 % to +4 % in 0.5 % steps.  The strongest
+  point of each group names the tone; the energy a joint least-squares fit of both tones
+  explains, scanned over one tone's grid with the other held, and a parabola through the
+  best point and its neighbours give its frequency deviation (the fit keeps the other
+  tone's leakage out): the fine estimate that separates 1.5 % (accept) from 3.5 % (reject).
+* The final joint fit at the nearest grid frequencies (inverse Gram matrices tabled for
+  every pair), and one that adds both second harmonics, give each tone's level, the
+  twist, the harmonics and the fraction of the block's energy the two tones explain:
+  the talk-off guard, since speech and music spread their energy over many harmonics.
 * A block is a digit when all criteria hold (``DtmfCriteria``); a digit is reported once
   it has been seen for ``min_tone_blocks`` consecutive blocks (at the minimum duration,
   not at tone end, so an IVR can stop its prompt at once) and ends after
@@ -54,10 +54,11 @@ class DtmfCriteria:
     The defaults accept Q.24's region with margin for noise at 15 dB SNR: deviation
     up to 1.5 % accepted and from 3.5 % rejected (threshold in between), twist of 8 dB
     (high group weaker, "normal") and 4 dB (high group stronger, "reverse") accepted,
-    each tone from -30 dBm0 up.  The two timing counts are in 4 ms blocks; with the
-    defaults tones of 40 ms are reported and of 28 ms or less are not, pauses of 24 ms
-    or more separate digits and dropouts of 18 ms or less are bridged
-    (docs/dtmf-detector.md derives these figures).
+    each tone from -30 dBm0 up.  ``min_octave_distance`` rejects a column tone at twice
+    the row tone: a note and its octave, never a keypad inside 1.5 %.  The two timing
+    counts are in 4 ms blocks; with the defaults tones of 36 ms or more are reported and
+    of 28 ms or less are not, pauses of 24 ms or more separate digits and dropouts of
+    15 ms or less are bridged (docs/dtmf-detector.md derives and measures these).
     """
 
     max_deviation: float = 0.025
@@ -537,8 +538,8 @@ class DtmfDetector:
     """Streaming detector for one channel: ``feed`` each frame, get the digits it completed.
 
     A digit is reported once, in the frame in which it has lasted the minimum duration
-    (about 33 ms after the tone began with the defaults), and not again until a pause
-    ends it.  Frames may have any length; a mixer monitor can be the bound ``feed``.
+    (the sample 31-35 ms after the tone began, with the defaults), and not again until a
+    pause ends it.  Frames may have any length; a mixer monitor can be the bound ``feed``.
     """
 
     def __init__(self, sample_rate: int = SAMPLE_RATE, criteria: DtmfCriteria | None = None):
