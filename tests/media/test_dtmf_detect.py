@@ -394,3 +394,18 @@ def test_looser_timing_criteria_change_what_is_reported():
     assert _batch(short) == ""
     eager = detect_dtmf(short, criteria=DtmfCriteria(min_tone_blocks=2))
     assert [digit.digit for digit in eager] == ["3"]
+
+
+def test_wideband_audio_at_16_khz_uses_the_same_durations():
+    fast = dtmf_samples("159#", on_ms=40, off_ms=40, sample_rate=16000)
+    short = dtmf_samples("159#", on_ms=25, off_ms=40, sample_rate=16000)
+    assert block_geometry(16000) == (256, 64)
+    assert [digit.digit for digit in detect_dtmf(fast, 16000)] == list("159#")
+    assert detect_dtmf(short, 16000) == []
+    detector = DtmfDetector(16000)
+    heard = [
+        digit
+        for start in range(0, fast.size, 320)
+        for digit in detector.feed(fast[start : start + 320])
+    ]
+    assert heard == list("159#")
