@@ -264,3 +264,32 @@ def test_call_record_survives_kill_9(data_dir: Path) -> None:
     finally:
         again.stop()
     assert again.process.returncode == 0
+
+
+def test_status_shows_the_smdr_listener_and_scheduled_reports(data_dir: Path, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = tmp_path / "office.toml"
+    config.write_text(office_config(f"""
+[smdr]
+enabled = true
+tcp_listen = "127.0.0.1:{port}"
+
+[[schedule.reports]]
+name = "monthly-costs"
+report = "extension"
+format = "csv"
+folder = "{tmp_path / 'reports'}"
+"""), "utf-8")  # fmt: skip
+    core = Core(data_dir, config)
+    try:
+        core.wait_ready()
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            core.wait_until(lambda: core.status()["smdr"]["tcp"]["clients"] == 1, 5, "client seen")
+            text = core.cli("status").stdout
+        assert f"tcp 127.0.0.1:{port}: 1 clients" in text, text
+        (line,) = [row for row in text.splitlines() if row.startswith("scheduled monthly-costs")]
+        assert "(report): next " in line and "last done never" in line, line
+    finally:
+        core.stop()
