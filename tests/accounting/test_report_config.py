@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from firmware.config.load import ConfigError, parse_config
+from firmware.config.load import ConfigError, default_config_text, parse_config
 
 
 def test_departments_and_defaults() -> None:
     config = parse_config(
-        """
+        default_config_text()
+        + """
         [reports.departments]
         sales = ["201", "202"]
         support = ["203"]
