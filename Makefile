@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 	@if ! command -v baresip >/dev/null 2>&1; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq baresip) \
 	  || echo "warning: could not install baresip"; fi
+	@if ! command -v minimodem >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq minimodem) \
+	  || echo "warning: could not install minimodem (independent caller-ID decoder)"; fi
+	@if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core) \
+	  || echo "warning: could not install fonts-dejavu-core (PDF reports transliterate)"; fi
 
 run: $(STAMP)
 	$(VENV)/bin/minipbx run
