@@ -27,6 +27,7 @@ from firmware.features.disa_lockout import FILE_NAME, DisaLockouts, Limits
 log = logging.getLogger("firmware.features")
 
 FEATURE = "disa"  # its key in ctx.calls.features
+_REFUSAL_TONE_S = 2.0
 
 
 def lockouts(ctx: NodeContext) -> DisaLockouts:
@@ -134,10 +135,22 @@ async def _dial_as(ctx: NodeContext, node: DisaNode, user: DisaUser) -> None:
     if plan.kind == RouteKind.FEATURE:
         # Feature codes act on the phone that dials them; a DISA caller has none.
         await ctx.end("special_information", Disposition.REJECTED, "disa_feature_code")
+    if plan.kind in (RouteKind.REJECTED, RouteKind.INVALID):
+        # A line is released at once on refusal: let the caller hear why first.
+        await _hear(ctx, "special_information", _REFUSAL_TONE_S)
     listen = getattr(ctx.caller, "listen_for_digits", None)
     if listen is not None:
         listen(False)  # from here the caller's keys travel in the audio, as on any call
     await ctx.dial(digits, class_of_service=user.class_of_service)
+
+
+async def _hear(ctx: NodeContext, sound: str, seconds: float) -> None:
+    """`sound` for `seconds` (the caller hanging up meanwhile ends the call)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    ctx.play(sound)
+    while await ctx.next_event(max(deadline - loop.time(), 0)) is not None:
+        pass
 
 
 async def _collect_number(ctx: NodeContext) -> str:
