@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS hunt_last_answered (
 
 
 def _utc_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 class HuntMemory:
@@ -56,9 +58,16 @@ class HuntMemory:
             return
         async with self._lock:
             try:
-                await asyncio.to_thread(_write, self.path, group, member, _utc_text(datetime.now(UTC)))
+                await asyncio.to_thread(
+                    _write, self.path, group, member, _utc_text(datetime.now(UTC))
+                )
             except (OSError, sqlite3.Error) as error:
-                log.error("event=hunt_memory_write_failed group=%s member=%s error=%r", group, member, str(error))
+                log.error(
+                    "event=hunt_memory_write_failed group=%s member=%s error=%r",
+                    group,
+                    member,
+                    str(error),
+                )
 
     async def _read_all(self) -> dict[str, str]:
         if self.path is None:

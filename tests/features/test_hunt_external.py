@@ -48,7 +48,9 @@ async def finish(pbx, caller, far) -> None:
 
 
 @pytest.mark.parametrize("pbx_config", [group("sequential", ("202", MOBILE))])
-async def test_sequential_goes_on_to_a_mobile_on_the_other_line_counted_answered_when_dialled(pbx) -> None:
+async def test_sequential_goes_on_to_a_mobile_on_the_other_line_counted_answered_when_dialled(
+    pbx,
+) -> None:
     caller, out = pbx.line("city1"), pbx.line("city2")
     caller.ring("212345678")
     await pbx.phone("202").wait_ringing()
@@ -60,7 +62,11 @@ async def test_sequential_goes_on_to_a_mobile_on_the_other_line_counted_answered
     await finish(pbx, caller, out)
     record = await pbx.last_record()
     assert (record.called_extension, record.answered_extension) == ("202", MOBILE)
-    assert (record.line, record.line_group, record.external_number) == ("city2", "city", "912345678")
+    assert (record.line, record.line_group, record.external_number) == (
+        "city2",
+        "city",
+        "912345678",
+    )
     assert (record.direction, record.disposition) == (Direction.OUTGOING, Disposition.ANSWERED)
 
 
@@ -97,7 +103,9 @@ async def test_a_polarity_supervised_line_rings_along_and_its_answer_stops_the_p
 
 
 @pytest.mark.parametrize("pbx_config", [group("sequential", (MOBILE, "202"), polarity=True)])
-async def test_an_unanswered_supervised_line_is_released_after_ring_s_and_the_next_member_rings(pbx) -> None:
+async def test_an_unanswered_supervised_line_is_released_after_ring_s_and_the_next_member_rings(
+    pbx,
+) -> None:
     caller, out, sales = pbx.line("city1"), pbx.line("city2"), pbx.phone("202")
     out.behaviour.answer = "no_answer"
     caller.ring("212345678")
@@ -110,4 +118,8 @@ async def test_an_unanswered_supervised_line_is_released_after_ring_s_and_the_ne
     await pbx.speech_both_ways(caller, sales)
     sales.on_hook()
     record = await pbx.last_record()
-    assert (record.answered_extension, record.line, record.external_number) == ("202", "city1", None)
+    assert (record.answered_extension, record.line, record.external_number) == (
+        "202",
+        "city1",
+        None,
+    )

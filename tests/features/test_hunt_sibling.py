@@ -46,7 +46,9 @@ keepalive_s = 0.5
 """
 
 
-def lisbon_config(strategy: str, members: tuple[str, ...], port: int, porto_port: int, rtp: int) -> str:
+def lisbon_config(
+    strategy: str, members: tuple[str, ...], port: int, porto_port: int, rtp: int
+) -> str:
     quoted = ", ".join(f'"{member}"' for member in members)
     routing = f"""
 [[routing.nodes]]
@@ -57,7 +59,9 @@ strategy = "{strategy}"
 ring_s = 1.5
 timeout_s = 8
 """
-    text = office_with_routing(routing, '["sales"]', extra=sip_text(port, rtp, "porto", porto_port, "3xx"))
+    text = office_with_routing(
+        routing, '["sales"]', extra=sip_text(port, rtp, "porto", porto_port, "3xx")
+    )
     return text.replace('name = "office"', 'name = "lisbon"', 1)
 
 
@@ -71,11 +75,15 @@ async def offices(strategy: str, members: tuple[str, ...]) -> AsyncIterator[tupl
     lisbon_port, porto_port = free_port(), free_port()
     rtp = random.randrange(33000, 39000, 400)  # away from the fixed ranges of other tests
     folders = [Path(tempfile.mkdtemp(prefix="mpbx")) for _ in range(2)]
-    lisbon = await start_pbx(lisbon_config(strategy, members, lisbon_port, porto_port, rtp), folders[0])
+    lisbon = await start_pbx(
+        lisbon_config(strategy, members, lisbon_port, porto_port, rtp), folders[0]
+    )
     try:
         porto = await start_pbx(porto_config(porto_port, lisbon_port, rtp + 200), folders[1])
         try:
-            await lisbon.sim.wait_until(lambda: lisbon.app.sip.peer_available("sibling:porto"), 5.0, "porto up")
+            await lisbon.sim.wait_until(
+                lambda: lisbon.app.sip.peer_available("sibling:porto"), 5.0, "porto up"
+            )
             yield lisbon, porto
         finally:
             await porto.app.stop()
@@ -112,7 +120,11 @@ async def test_a_sibling_member_rings_with_the_local_one_and_answers_over_sip(si
     remote.on_hook()
     await lisbon.sim.wait_until(lambda: not caller.seized, 5.0, "lisbon releases the city line")
     here, there = await lisbon.last_record(), await porto.last_record()
-    assert (here.called_extension, here.answered_extension, here.line) == ("202", "301", "sibling:porto")
+    assert (here.called_extension, here.answered_extension, here.line) == (
+        "202",
+        "301",
+        "sibling:porto",
+    )
     assert here.disposition == Disposition.ANSWERED
     assert there.answered_extension == "301"
     assert here.correlation_id and here.correlation_id == there.correlation_id

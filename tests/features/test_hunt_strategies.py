@@ -92,7 +92,9 @@ class RingLog:
 
     def rang_for(self, number: str) -> float:
         start = next(t for n, what, t in self.events if n == number and what == "start")
-        stop = next(t for n, what, t in self.events if n == number and what == "stop" and t >= start)
+        stop = next(
+            t for n, what, t in self.events if n == number and what == "stop" and t >= start
+        )
         return stop - start
 
 
@@ -155,10 +157,16 @@ async def test_sequential_rings_members_one_at_a_time_in_order_for_ring_s_each(p
     await pbx.speech_both_ways(caller, support)
     caller.on_hook()
     record = await pbx.last_record()
-    assert (record.dialled, record.called_extension, record.answered_extension) == ("600", "202", "204")
+    assert (record.dialled, record.called_extension, record.answered_extension) == (
+        "600",
+        "202",
+        "204",
+    )
 
 
-@pytest.mark.parametrize("pbx_config", [office_with_routing(group("sequential", ring_s=1.5), '["sales"]')])
+@pytest.mark.parametrize(
+    "pbx_config", [office_with_routing(group("sequential", ring_s=1.5), '["sales"]')]
+)
 async def test_sequential_skips_a_busy_member_at_once(pbx) -> None:
     await make_busy(pbx, "203")
     caller = await call_group_from(pbx, "201")
@@ -184,7 +192,9 @@ async def test_nobody_answers_rounds_go_on_until_the_timeout_then_the_announceme
     line = pbx.line("city1")
     with RingLog(pbx) as rings:
         line.ring("212345678")
-        await pbx.sim.wait_until(lambda: line.seized, 5.0, "the exchange answers for the announcement")
+        await pbx.sim.wait_until(
+            lambda: line.seized, 5.0, "the exchange answers for the announcement"
+        )
         seized_at = asyncio.get_running_loop().time()
     assert rings.starts() == ["202", "203", "202"], "a second round, cut by the group's timeout"
     assert rings.ringing_alone()
@@ -193,7 +203,11 @@ async def test_nobody_answers_rounds_go_on_until_the_timeout_then_the_announceme
     assert await hears_prompt(pbx, line, "cannot_answer_now", 0, timeout=6.0)
     await pbx.sim.wait_until(lambda: not line.seized, 8.0, "line released after the announcement")
     record = await pbx.last_record()
-    assert (record.cause, record.answered_extension, record.called_extension) == ("unanswered", None, "202")
+    assert (record.cause, record.answered_extension, record.called_extension) == (
+        "unanswered",
+        None,
+        "202",
+    )
 
 
 ALL_BUSY = group("sequential", members=("202", "203"), then="205")
@@ -253,7 +267,9 @@ async def test_circular_remembers_its_turn_across_a_restart(data_dir) -> None:
     finally:
         await pbx.app.stop()
     with sqlite3.connect(data_dir / "hunt.sqlite3") as database:  # read back independently
-        rows = database.execute("SELECT hunt_group, member, answered_utc FROM hunt_last_answered").fetchall()
+        rows = database.execute(
+            "SELECT hunt_group, member, answered_utc FROM hunt_last_answered"
+        ).fetchall()
     assert [(group_name, member) for group_name, member, _ in rows] == [("sales", "203")]
     assert rows[0][2].endswith("Z") and len(rows[0][2]) == len("2026-01-01T00:00:00.000Z")
     pbx = await start_pbx(config, data_dir, with_api=False)
@@ -298,7 +314,10 @@ async def test_caller_hanging_up_stops_every_member_ringing(pbx) -> None:
         await pbx.wait_state(number, LegState.IDLE)
         assert pbx.phone(number).ringing is None
     record = await pbx.last_record()
-    assert (record.disposition, record.cause) == (Disposition.ABANDONED, "caller_hung_up_in_hunt_group")
+    assert (record.disposition, record.cause) == (
+        Disposition.ABANDONED,
+        "caller_hung_up_in_hunt_group",
+    )
 
 
 # ----- config ---------------------------------------------------------------------------------
@@ -306,14 +325,21 @@ async def test_caller_hanging_up_stops_every_member_ringing(pbx) -> None:
 
 def test_a_member_listed_twice_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config(office_with_routing(group("sequential", members=("202", "203", "202")), '["sales"]'), "<t>")
+        parse_config(
+            office_with_routing(group("sequential", members=("202", "203", "202")), '["sales"]'),
+            "<t>",
+        )
     assert any("hunt group 'sales': member '202' is listed twice" in e for e in caught.value.errors)
 
 
 def test_a_member_that_is_not_digits_is_refused_with_an_example() -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_config(office_with_routing(group("sequential", members=("202", "mobile")), '["sales"]'), "<t>")
-    assert any("member 'mobile' must be 2 to 24 of the keys 0-9 * #" in e for e in caught.value.errors)
+        parse_config(
+            office_with_routing(group("sequential", members=("202", "mobile")), '["sales"]'), "<t>"
+        )
+    assert any(
+        "member 'mobile' must be 2 to 24 of the keys 0-9 * #" in e for e in caught.value.errors
+    )
 
 
 def test_more_members_than_max_members_is_refused() -> None:
