@@ -49,6 +49,7 @@ async def log_in_or_out(ctx: NodeContext, feature: str) -> None:
     cause = LOGIN if logging_in else LOGOUT
     log.info("event=%s call=%d extension=%s queues=%s", cause, ctx.session.id, ctx.caller.number,
              ",".join(node.name for node in nodes))  # fmt: skip
+    ctx.draft.answered()  # by the exchange: without an answer time the record would say failed
     await ctx.end("confirmation", Disposition.ANSWERED, cause)
 
 

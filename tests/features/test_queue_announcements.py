@@ -17,7 +17,13 @@ from firmware.calls.lifecycle import LegState
 from firmware.media.tones import dtmf_samples
 from firmware.selftest import test_tone as make_tone
 from tests.features.feature_tools import hears_prompt, prompt_similarity
-from tests.features.test_queue_helpers import dial_queue, prompt_start, queue_office, queue_service
+from tests.features.test_queue_helpers import (
+    dial_queue,
+    prompt_start,
+    queue_office,
+    queue_service,
+    waiting,
+)
 
 RATE = 8000
 
@@ -96,7 +102,7 @@ async def test_callers_hear_their_position_and_the_leave_key_takes_one_out(pbx) 
     pbx.phone("206").off_hook()
     await pbx.wait_state("206", LegState.CONNECTED)
     await pbx.speech_both_ways(line, pbx.phone("206"))
-    assert queue_service(pbx).waiting_count("main") == 1
+    assert waiting(pbx) == 1
     pbx.phone("206").on_hook()
     second.on_hook()
     await pbx.wait_idle()

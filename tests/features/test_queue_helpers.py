@@ -53,6 +53,12 @@ def queue_service(pbx) -> QueueService:
     return pbx.app.calls.features[FEATURE_KEY]
 
 
+def waiting(pbx, queue: str = "main") -> int:
+    """Callers waiting in `queue` (0 before the first queue call made the service)."""
+    service = pbx.app.calls.features.get(FEATURE_KEY)
+    return service.waiting_count(queue) if service is not None else 0
+
+
 async def dial_queue(pbx, extension: str, number: str = "600"):
     phone = pbx.phone(extension)
     phone.off_hook()

@@ -23,6 +23,7 @@ from tests.features.test_queue_helpers import (
     ringing,
     wait_ringing,
     wait_shown,
+    waiting,
 )
 
 
@@ -183,14 +184,14 @@ async def test_the_caller_who_came_first_is_offered_first(pbx) -> None:
     first = await dial_queue(pbx, "205")
     await asyncio.sleep(0.3)
     second = await dial_queue(pbx, "206")
-    await pbx.sim.wait_until(lambda: queue_service(pbx).waiting_count("main") == 2, 2.0, "both wait")
+    await pbx.sim.wait_until(lambda: waiting(pbx) == 2, 2.0, "both wait")
     partner.on_hook()
     agent.on_hook()
     await wait_shown(pbx, "202", "205")
     agent.off_hook()
     await pbx.wait_state("202", LegState.CONNECTED)
     await pbx.speech_both_ways(first, agent)
-    assert queue_service(pbx).waiting_count("main") == 1
+    assert waiting(pbx) == 1
     first.on_hook()
     await pbx.wait_state("202", LegState.CLEARING)
     agent.on_hook()
