@@ -38,7 +38,7 @@ class QueueStats:
         data: dict[str, object] = {}
         for key, value in asdict(self).items():
             if key.endswith("_ms"):
-                data[key.removesuffix("_ms") + "_s"] = None if value is None else round(value / 1000, 1)
+                data[key.removesuffix("_ms") + "_s"] = None if value is None else tenths(value)
             else:
                 data[key] = value
         return data
@@ -95,6 +95,11 @@ def queue_stats(
         if (queue is None or name == queue) and name not in found:
             found[name] = QueueStats(name)
     return [found[name] for name in sorted(found)]
+
+
+def tenths(milliseconds: int) -> float:
+    """Seconds with one decimal, halves up (150350 ms -> 150.4), as the text table rounds."""
+    return ((milliseconds + 50) // 100) / 10
 
 
 def minutes_seconds(milliseconds: int | None) -> str:

@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from firmware.calls.lifecycle import LegState
-from firmware.features.queue_stats import queue_stats
+from firmware.features.queue_stats import queue_stats, tenths
 from firmware.features.queue_store import open_readonly
 from tests.features.test_queue_helpers import (
     dial_queue,
@@ -138,4 +138,4 @@ async def test_every_outcome_is_counted_and_queue_stats_reads_them(pbx, data_dir
     [row] = json.loads(result.stdout)
     assert row["queue"] == "main"
     assert (row["offered"], row["answered"], row["abandoned"], row["overflowed"], row["left"]) == (5, 1, 1, 2, 1)
-    assert row["wait_max_s"] == round(stats.wait_max_ms / 1000, 1)
+    assert row["wait_max_s"] == tenths(stats.wait_max_ms)
