@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware.sip import gc_policy
 from firmware.sip.guard import AuthGuard
 from firmware.sip.headers import Headers
 from firmware.sip.message import Request, Response, make_response, parse_message
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 RequestHandler = Callable[["ServerTransaction | None", Request, Address], None]
 _DEFAULT_SIP_PORT = 5060
+AFTER_LOAD_DELAY_S = 5.0  # quiet this long after the last transaction: see _note_load
 _DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 TRANSPORTS = ("udp", "tcp", "tls")
 # The sent-protocol of a Via value: "SIP/2.0/UDP" (LWS allowed around the slashes).
@@ -248,6 +250,8 @@ class SipStack(asyncio.DatagramProtocol):
         self._waiting: dict[int, asyncio.Future[Response]] = {}
         self._listeners: dict[int, Callable[[Response], None]] = {}
         self._running = False
+        self._loaded = False  # transactions were alive since the last after_load
+        self._after_load: asyncio.TimerHandle | None = None
         self.local_address: Address = ("0.0.0.0", 0)
         self.listening: list[str] = []  # "udp:host:port", "tcp:host:port"
 
@@ -299,6 +303,9 @@ class SipStack(asyncio.DatagramProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._after_load is not None:
+            self._after_load.cancel()
+            self._after_load = None
         for future in self._waiting.values():
             if not future.done():
                 future.cancel()
@@ -567,6 +574,26 @@ class SipStack(asyncio.DatagramProtocol):
             elif isinstance(action, Terminated):
                 self._listeners.pop(id(action.transaction), None)
         self._arm_timer()
+        self._note_load()
+
+    def _note_load(self) -> None:
+        """Once the last transaction has gone and it stays quiet a while, let the garbage
+        collector and the allocator tidy up (firmware/sip/gc_policy.py: after_load)."""
+        if len(self.layer):
+            self._loaded = True
+            return
+        if not self._loaded or self._after_load is not None or not self._running:
+            return
+        self._loaded = False
+        delay = max(AFTER_LOAD_DELAY_S, gc_policy.release_due_in())
+        self._after_load = asyncio.get_running_loop().call_later(delay, self._quiet)
+
+    def _quiet(self) -> None:
+        self._after_load = None
+        if len(self.layer):
+            self._loaded = True  # busy again: wait for the next lull
+            return
+        gc_policy.after_load()
 
     def _settle(self, transaction: object, response: Response) -> None:
         listener = self._listeners.get(id(transaction))
