@@ -40,7 +40,9 @@ class QueueNode(NodeBase):
     leave_key: Key | None = None
     leave_to: Destination = ""
     announce_leave_key: bool = True  # "to leave the queue, press N" after the entry prompt
-    agent_ring_s: float = Field(default=15.0, gt=0, le=600)  # each agent (or each ring-all round)
+    # How long each agent rings before the next is tried (ring_all: they ring until one
+    # answers, and agents coming free join in).
+    agent_ring_s: float = Field(default=15.0, gt=0, le=600)
     wrap_up_s: float = Field(default=10.0, ge=0, le=600)  # after a queue call, before the next
 
     @model_validator(mode="after")

@@ -73,6 +73,11 @@ class QueueCall:
         self.soundtrack = Soundtrack(sound_name(node.music, music=True), node.comfort_every_s)
 
     @property
+    def ring_all(self) -> bool:
+        """Ring all: every free agent rings until one answers, agents coming free join in."""
+        return self.node.strategy == "ring_all"
+
+    @property
     def call_id(self) -> int:
         return self.ctx.session.id
 
@@ -112,11 +117,11 @@ class QueueCall:
                          self.call_id, node.name, now - self.arrival)  # fmt: skip
                 self._finish(OVERFLOW_TIMEOUT)
                 return node.overflow
-            if self.ringing and now >= self.ring_until:
+            if self.ringing and not self.ring_all and now >= self.ring_until:
                 log.info("event=queue_no_answer call=%d queue=%s agents=%s", self.call_id,
                          node.name, ",".join(sorted(set(self.ringing.values()))))  # fmt: skip
                 await self._stop_ringing()
-            if not self.ringing and self.service.may_ring(self.waiter):
+            if (self.ring_all or not self.ringing) and self.service.may_ring(self.waiter, node):
                 await self._offer()
             self._sound(now)
             item = await ctx.next_event(self._timeout(now, deadline))
@@ -138,7 +143,7 @@ class QueueCall:
 
     def _timeout(self, now: float, deadline: float) -> float:
         waits = [deadline - now, self.soundtrack.wake_in(now, _SOUND_POLL_S)]
-        waits.append(self.ring_until - now if self.ringing else POLL_S)
+        waits.append(self.ring_until - now if self.ringing and not self.ring_all else POLL_S)
         return max(min(waits), _MIN_WAIT_S)
 
     def _sound(self, now: float) -> None:
@@ -158,7 +163,8 @@ class QueueCall:
     # ----- ringing agents -------------------------------------------------------------------
 
     async def _offer(self) -> None:
-        """Ring the agent(s) the strategy picks, if any is free."""
+        """Ring the agent(s) the strategy picks, if any is free (ring all: those not
+        ringing yet join the ones that are)."""
         service, node = self.service, self.node
         agents = service.choose(node, self.tried)
         if not agents and self.tried:
@@ -184,14 +190,15 @@ class QueueCall:
         for leg in legs:
             calls._claim(session, leg)
             leg.set_state(LegState.ALERTING)
-        self.ringing = legs
-        self.ring_until = self.loop.time() + node.agent_ring_s
+        if not self.ringing:
+            self.ring_until = self.loop.time() + node.agent_ring_s
+        self.ringing.update(legs)
         assert self.waiter is not None
         self.waiter.ringing = True
         log.info("event=queue_offer call=%d queue=%s strategy=%s agents=%s", self.call_id,
                  node.name, node.strategy, ",".join(sorted(rung)))  # fmt: skip
-        for leg in list(legs):
-            if leg in self.ringing:
+        for leg in legs:
+            if leg in self.ringing:  # not declined while an earlier one was alerted
                 await leg.alert(self.ctx.shown)
 
     async def _stop_ringing(self, keep: Channel | None = None) -> None:

@@ -158,9 +158,13 @@ class QueueService:
         callers = self.waiting.get(waiter.queue, [])
         return callers.index(waiter) + 1 if waiter in callers else 1
 
-    def may_ring(self, waiter: Waiter) -> bool:
-        """The head may; a caller further back only while all ahead are ringing an agent."""
-        for other in self.waiting.get(waiter.queue, []):
+    def may_ring(self, waiter: Waiter, node: QueueNode) -> bool:
+        """The head may; with one agent at a time, a caller further back may too while all
+        ahead are ringing an agent (ring all: every free agent is the head's)."""
+        callers = self.waiting.get(waiter.queue, [])
+        if node.strategy == "ring_all":
+            return bool(callers) and callers[0] is waiter
+        for other in callers:
             if other is waiter:
                 return True
             if not other.ringing:

@@ -131,8 +131,12 @@ async def test_an_agent_in_wrap_up_is_not_offered_until_it_is_over(pbx) -> None:
     ended = loop.time()
     caller = await dial_queue(pbx, "205")
     await wait_ringing(pbx, {"203", "204"})
+    await pbx.phone("203").wait_ringing()
+    rings = pbx.phone("203").rings_received
     await pbx.sim.wait_until(lambda: "202" in ringing(pbx), 4.0, "202 rings after its wrap-up")
     assert loop.time() - ended >= 1.9
+    assert ringing(pbx) == {"202", "203", "204"}
+    assert pbx.phone("203").rings_received == rings, "203 rang on, not rung again"
     caller.on_hook()
     await pbx.wait_idle()
 
