@@ -243,6 +243,7 @@ async def circular_call(pbx, answerer: str) -> list[str]:
         await pbx.phone(answerer).wait_ringing(timeout=5.0)
         pbx.phone(answerer).off_hook()
         await pbx.wait_state(answerer, LegState.CONNECTED)
+    await pbx.sim.wait_until(lambda: line.seized, 2.0, "the exchange sees the line answered")
     line.hang_up()
     await pbx.wait_state(answerer, LegState.CLEARING)
     pbx.phone(answerer).on_hook()
