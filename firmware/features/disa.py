@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from firmware.calls.cdr import Disposition
 from firmware.calls.channel import EventKind
@@ -25,6 +28,8 @@ from firmware.features.context import NodeContext
 from firmware.features.disa_lockout import FILE_NAME, DisaLockouts, Limits
 
 log = logging.getLogger("firmware.features")
+
+T = TypeVar("T")
 
 FEATURE = "disa"  # its key in ctx.calls.features
 _REFUSAL_TONE_S = 2.0
@@ -63,6 +68,24 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def _stored(
+    ctx: NodeContext, store: DisaLockouts, method: Callable[..., T], *args: object
+) -> T:
+    """One store operation; if the store fails, the caller gets no access (fail closed)."""
+    try:
+        return await store.run(method, *args)
+    except (sqlite3.Error, OSError) as error:
+        log.error(
+            "event=disa_store_failed call=%d op=%s error=%r",
+            ctx.session.id,
+            method.__name__,
+            str(error),
+        )
+        await ctx.play_prompts(["prompt:goodbye"])
+        await ctx.end("congestion", Disposition.FAILED, "disa_store_failed")
+        raise  # not reached: end raises CallEnded
+
+
 async def _locked_out(ctx: NodeContext) -> None:
     """The caller hears "locked" and the call ends; no PIN is asked for."""
     await ctx.play_prompts(["prompt:pin_locked"])
@@ -79,7 +102,7 @@ async def run(ctx: NodeContext, node: DisaNode) -> str:
     await ctx.answer()
     failures = 0
     while True:
-        until = await store.run(store.locked_until, node.name, source, _now())
+        until = await _stored(ctx, store, store.locked_until, node.name, source, _now())
         if until is not None:
             log.warning("event=disa_locked call=%d node=%s source=%s until=%s",
                         call, node.name, source, until.isoformat(timespec="seconds"))  # fmt: skip
@@ -93,12 +116,12 @@ async def run(ctx: NodeContext, node: DisaNode) -> str:
             return await _failed(ctx, node)
         user = user_for(pin, node.users)
         if user is not None:
-            await store.run(store.record_success, node.name, source, user.name, _now())
+            await _stored(ctx, store, store.record_success, node.name, source, user.name, _now())
             log.info("event=disa_pin_ok call=%d node=%s source=%s user=%s",
                      call, node.name, source, user.name)  # fmt: skip
             await _dial_as(ctx, node, user)
         failures += 1
-        verdict = await store.run(store.record_failure, node.name, source, _now(), limits)
+        verdict = await _stored(ctx, store, store.record_failure, node.name, source, _now(), limits)
         log.warning("event=disa_pin_wrong call=%d node=%s source=%s in_call=%d in_window=%d",
                     call, node.name, source, failures, verdict.failures)  # fmt: skip
         if verdict.source_locked or verdict.node_locked:

@@ -153,3 +153,18 @@ async def test_wrong_pins_lock_the_caller_out_across_calls_and_restarts(
     finally:
         await pbx.app.stop()
     assert all(pin not in caplog.text for pin in (GOOD_PIN, *WRONG_PINS)), "a PIN in the log"
+
+
+async def test_a_broken_lockout_store_gives_no_access(pbx, data_dir: Path, caplog) -> None:
+    (data_dir / "disa.sqlite3").mkdir()  # SQLite cannot open a folder
+    line = pbx.line("city1")
+    mark = await answered(pbx, line)
+    line.say(dtmf_samples(GOOD_PIN))
+    assert await hears_prompt(pbx, line, "goodbye", mark, timeout=5.0)
+    await pbx.sim.wait_until(lambda: not line.seized, 5.0, "line released")
+    enter_pin = pbx.app.mixer.sounds.samples_of("prompt:enter_pin")
+    assert prompt_similarity(line.heard(mark), enter_pin) < 0.5, "no PIN asked for"
+    record = await pbx.last_record()
+    assert record.cause == "disa_store_failed"
+    assert any("event=disa_store_failed" in m and "op=locked_until" in m for m in caplog.messages)
+    assert pbx.line("city2").calls_dialled == []

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from firmware.calls.channel import CallerId
 from firmware.config.load import ConfigError, parse_config
 from firmware.config.menu_schema import DisaUser
-from firmware.features.disa import user_for
+from firmware.features.context import NodeContext
+from firmware.features.disa import source_of, user_for
 from firmware.features.disa_lockout import DisaLockouts, Limits, Verdict
 from tests.features.feature_tools import office_with_routing
 
@@ -141,3 +144,19 @@ def test_a_disa_node_needs_users_and_pins_of_4_to_12_digits() -> None:
     )
     no_users = '[[routing.nodes]]\nname = "outside"\nkind = "disa"\nusers = []\n'
     assert any("users" in error for error in errors_of(no_users))
+
+
+@dataclass
+class _Leg:
+    technology: str
+    number: str
+
+
+def test_the_source_is_the_callers_number_or_the_line_or_peer_when_withheld() -> None:
+    def source(number: str, leg: _Leg) -> str:
+        context = NodeContext(calls=None, session=None, caller=leg, shown=CallerId(number, ""))  # type: ignore[arg-type]
+        return source_of(context)
+
+    assert source("212345678", _Leg("fxo", "city1")) == "212345678"
+    assert source("", _Leg("fxo", "city1")) == "fxo:city1"
+    assert source("", _Leg("sip", "provider")) == "sip:provider"
