@@ -88,11 +88,11 @@ class QueueCall:
                      self.call_id, node.name, service.waiting_count(node.name))  # fmt: skip
             self._record(OVERFLOW_FULL, waited_s=0.0)
             return node.overflow
-        await self.ctx.answer()
-        self.waiter = service.join(node.name, self.call_id)
+        self.waiter = service.join(node.name, self.call_id)  # before any await: the count holds
         log.info("event=queue_join call=%d queue=%s position=%d", self.call_id, node.name,
                  service.position(self.waiter))  # fmt: skip
         try:
+            await self.ctx.answer()
             return await self._wait()
         except CallEnded:
             if not self.waiter.done:
@@ -121,9 +121,9 @@ class QueueCall:
                 log.info("event=queue_no_answer call=%d queue=%s agents=%s", self.call_id,
                          node.name, ",".join(sorted(set(self.ringing.values()))))  # fmt: skip
                 await self._stop_ringing()
+            self._sound(now)
             if (self.ring_all or not self.ringing) and self.service.may_ring(self.waiter, node):
                 await self._offer()
-            self._sound(now)
             item = await ctx.next_event(self._timeout(now, deadline))
             if item is None:
                 continue

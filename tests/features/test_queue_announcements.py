@@ -43,7 +43,7 @@ async def test_entry_announcement_at_once_then_music_then_comfort_after_five_sec
     line = pbx.line("city1")
     line.ring("212345678")
     await pbx.sim.wait_until(lambda: line.seized, 4.0, "the queue answers the line")
-    mark = line.mark()
+    mark = line.mark()  # within a poll of the answer: the prompt may have started just before
     assert await hears_prompt(pbx, line, "please_hold", mark, timeout=10.0)
     await asyncio.sleep(1.0)  # the whole comfort prompt in the capture
     heard = line.heard(mark)
@@ -54,7 +54,7 @@ async def test_entry_announcement_at_once_then_music_then_comfort_after_five_sec
 
     entry_score, entry_start = prompt_start(heard, entry)
     assert entry_score > 0.9
-    assert 0 <= entry_start < 0.3 * RATE, f"entry prompt {entry_start / RATE:.2f} s after answer"
+    assert -0.1 * RATE <= entry_start < 0.3 * RATE, f"entry prompt {entry_start / RATE:.2f} s after answer"
     entry_end = entry_start + entry.size
     comfort_score, comfort_start = prompt_start(heard, comfort)
     assert comfort_score > 0.9
