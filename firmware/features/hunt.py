@@ -46,12 +46,8 @@ async def run(ctx: NodeContext, node: HuntGroupNode) -> str:
     answered = await hunt.run(order)
     if answered is None:
         ctx.stop_sound()
-        log.info(
-            "event=hunt_unanswered call=%d node=%s then=%s",
-            ctx.session.id,
-            node.name,
-            node.then or "-",
-        )
+        log.info("event=hunt_unanswered call=%d node=%s then=%s",
+                 ctx.session.id, node.name, node.then or "-")  # fmt: skip
         return node.then
     offer, channel = answered
     log.info("event=hunt_answered call=%d node=%s member=%s leg=%s",

@@ -113,9 +113,11 @@ class MemberOffers:
     async def _phones(self, member: str, extension: str) -> Offer | None:
         taken = {channel.name for offer in self.live for channel in offer.channels}
         ringable = self.ctx.ringable([extension])
-        channels = [c for c in ringable if c.name not in taken and not do_not_disturb(c)]
+        willing = [channel for channel in ringable if not do_not_disturb(channel)]
+        channels = [channel for channel in willing if channel.name not in taken]
         if not channels:
-            self._skipped(member, "busy" if not ringable else "do_not_disturb")
+            reason = "already_ringing" if willing else "do_not_disturb" if ringable else "busy"
+            self._skipped(member, reason)
             return None
         calls, session = self.ctx.calls, self.ctx.session
         for channel in channels:

@@ -139,6 +139,19 @@ async def test_simultaneous_rings_every_free_member_together_and_skips_the_busy_
     assert (record.disposition, record.destination_kind) == (Disposition.ANSWERED, "hunt_group")
 
 
+@pytest.mark.parametrize("pbx_config", [office_with_routing(group("simultaneous"), '["sales"]')])
+async def test_a_do_not_disturb_member_is_skipped(pbx) -> None:
+    pbx.channel("203").do_not_disturb = True  # what a DND feature will set on the phone
+    caller = await call_group_from(pbx, "201")
+    with RingLog(pbx) as rings:
+        await pbx.phone("202").wait_ringing()
+        await pbx.phone("204").wait_ringing()
+        await asyncio.sleep(0.3)
+        caller.on_hook()
+        await pbx.wait_idle()
+    assert sorted(rings.starts()) == ["202", "204"]
+
+
 # ----- sequential -----------------------------------------------------------------------------
 
 
