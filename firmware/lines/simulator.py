@@ -6,6 +6,11 @@ phones (`SimPhone`), behind its FXO ports a scriptable telephone exchange (`SimC
 the city rings the office with a caller ID, plays dial tone when a line is seized, takes the
 digits the card dials, answers, is busy, or hangs up by loop-current drop, polarity reversal
 or busy tone. Audio goes through a shared `MemoryAudio`, like the real card's sound device.
+
+Each city line may have its own tone plan (`SimCityLine.tone_plan`, e.g. one drawn by
+`sim_acoustics.random_tone_plan`) and its own acoustics (`set_acoustics`: level, noise and
+the hybrid's echo), so disconnect detection and line calibration meet exchanges and lines
+the firmware has never seen. By default a line is perfect and uses the card's plan.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from firmware.lines.protocol import (
     RingDetect,
     RingStop,
 )
+from firmware.lines.sim_acoustics import AcousticsTap, LineAcoustics
 from firmware.media.tones import TonePlan, render_cycle
 
 log = logging.getLogger(__name__)
@@ -128,11 +134,15 @@ class SimPhone(SimPort):
 class CityBehaviour:
     """How the exchange and the far party behave on outgoing calls from this line."""
 
-    answer: str = "answer"  # "answer", "busy", "no_answer"
+    answer: str = "answer"  # "answer", "busy", "congestion", "no_answer"
     answer_delay_s: float = 0.3
     reverse_polarity_on_answer: bool = False
     dial_tone: bool = True
     digit_time_s: float = 0.01  # per digit dialled by the card (sped up for tests)
+    clear_tone: str = "busy"  # what the exchange plays when the far party clears ("tone")
+    # The far party answers, then hangs up after this many seconds (None: it stays).
+    hang_up_after_s: float | None = None
+    hang_up_method: str = "tone"
 
 
 @dataclass
@@ -150,13 +160,19 @@ class SimCityLine(SimPort):
 
     def __init__(self, card: SimulatedLineCard, port: int, tone_plan: TonePlan) -> None:
         super().__init__(card, port)
-        self.tone_plan = tone_plan
+        self.tone_plan = tone_plan  # this line's exchange; replace it to simulate another
         self.behaviour = CityBehaviour()
+        self.acoustics: LineAcoustics | None = None
         self.seized = False
         self.call: CityCall | None = None
         self.calls_dialled: list[str] = []
         self._ringer: asyncio.Task[None] | None = None
         self._answerer: asyncio.Task[None] | None = None
+
+    def set_acoustics(self, acoustics: LineAcoustics | None) -> None:
+        """Give the line a level, a noise floor and an echo path (None: a perfect line)."""
+        self.acoustics = acoustics
+        self.card.set_line_acoustics(self.port, acoustics)
 
     def _play(self, tone: str | None) -> None:
         if tone is None:
@@ -213,7 +229,7 @@ class SimCityLine(SimPort):
             self._play(None)
             self.card.send(Polarity(port=self.port))
         elif method == "tone":
-            self._play("busy")
+            self._play(self.behaviour.clear_tone)
         elif method == "silence":
             self._play(None)
         else:
@@ -259,8 +275,8 @@ class SimCityLine(SimPort):
         self.card.send(DialDone(port=self.port))
         assert self.call is not None
         self.calls_dialled.append(self.call.dialled)
-        if self.behaviour.answer == "busy":
-            self._play("busy")
+        if self.behaviour.answer in ("busy", "congestion"):
+            self._play(self.behaviour.answer)
             return
         self._play("ringback")
         if self.behaviour.answer == "no_answer":
@@ -271,6 +287,10 @@ class SimCityLine(SimPort):
             self.call.answered = True
         if self.behaviour.reverse_polarity_on_answer:
             self.card.send(Polarity(port=self.port))
+        if self.behaviour.hang_up_after_s is not None:
+            await asyncio.sleep(self.behaviour.hang_up_after_s)
+            self._answerer = None  # this task: hang_up must not cancel itself
+            self.hang_up(self.behaviour.hang_up_method)
 
 
 class SimulatedLineCard:
@@ -296,6 +316,7 @@ class SimulatedLineCard:
         self.unplugged = False
         self.received: list[Message] = []
         self.port_number = 0
+        self._acoustics: AcousticsTap | None = None
 
     @property
     def url(self) -> str:
@@ -326,6 +347,14 @@ class SimulatedLineCard:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    def set_line_acoustics(self, port: int, acoustics: LineAcoustics | None) -> None:
+        """Level, noise and echo of the line on `port` (installed on the audio at first use)."""
+        if self._acoustics is None:
+            if acoustics is None or acoustics.is_perfect:
+                return
+            self._acoustics = AcousticsTap(self.audio)
+        self._acoustics.set_line(port, acoustics)
 
     # ----- fault injection ---------------------------------------------------------------
 
