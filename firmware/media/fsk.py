@@ -20,8 +20,10 @@ exchange is allowed does not accumulate.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -159,19 +161,42 @@ def soft_bits(
 
     Value n judges the bit-long window ending at sample n: the crossing of a bit edge
     appears half a window late, and so do bit centres, so the UART's timing is unaffected.
+    The window sums are running sums (a cumulative sum differenced), as cheap as it gets.
     """
     signal = np.asarray(samples, dtype=np.float64)
-    window = np.ones(max(1, round(sample_rate / standard.baud)))
-    time = np.arange(signal.size) / sample_rate
-    powers = []
-    for frequency in (standard.mark_hz, standard.space_hz):
-        mixed = signal * np.exp(-2j * np.pi * frequency * time)
-        summed = np.convolve(mixed, window)[: signal.size]
-        powers.append(summed.real**2 + summed.imag**2)
-    mark, space = powers
-    # A tone at SQUELCH_DBM0 gives |sum|² = (window * peak / 2)²: the floor.
-    floor = (window.size / 2) ** 2 * 2 * dbm0_to_power(SQUELCH_DBM0)
+    width = max(1, round(sample_rate / standard.baud))
+    mixed = signal * _mixers(standard, sample_rate, signal.size)
+    sums = np.cumsum(mixed, axis=1)
+    sums[:, width:] -= sums[:, :-width].copy()
+    mark, space = sums.real**2 + sums.imag**2
+    # A tone at SQUELCH_DBM0 gives |sum|² = (width * peak / 2)²: the floor.
+    floor = (width / 2) ** 2 * 2 * dbm0_to_power(SQUELCH_DBM0)
     return (mark - space) / (mark + space + floor)
+
+
+def _mixers(standard: FskStandard, sample_rate: int, length: int) -> np.ndarray:
+    """exp(-j 2 pi f n / rate) for the mark and the space frequency, (2, length)."""
+    table = _mixer_period(standard, sample_rate)
+    if table is not None:
+        return table[:, np.arange(length) % table.shape[1]]
+    cycles = np.outer((standard.mark_hz, standard.space_hz), np.arange(length)) / sample_rate
+    return np.exp(-2j * np.pi * (cycles - np.floor(cycles)))
+
+
+@lru_cache(maxsize=8)
+def _mixer_period(standard: FskStandard, sample_rate: int) -> np.ndarray | None:
+    """One common period of both mixers (80 samples for V.23 at 8 kHz); None if the
+    frequencies are not whole Hz."""
+    if not (standard.mark_hz.is_integer() and standard.space_hz.is_integer()):
+        return None
+    period = math.lcm(
+        sample_rate // math.gcd(int(standard.mark_hz), sample_rate),
+        sample_rate // math.gcd(int(standard.space_hz), sample_rate),
+    )
+    cycles = np.outer((standard.mark_hz, standard.space_hz), np.arange(period)) / sample_rate
+    table = np.exp(-2j * np.pi * (cycles - np.floor(cycles)))
+    table.flags.writeable = False
+    return table
 
 
 def _at(soft: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -244,7 +269,7 @@ def read_characters(
     position, limit = begin, first_limit
     while True:
         edge = _find_start_bit(soft, position, min(limit, soft.size), samples_per_bit)
-        if edge is None:
+        if edge is None or edge + offsets[-1] > soft.size - 1:
             return _frame(begin, data, "carrier lost", strengths), position
         values = _at(soft, edge + offsets)
         if values[9] <= 0:
