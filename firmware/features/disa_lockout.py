@@ -69,7 +69,7 @@ class Verdict:
 
 
 class DisaLockouts:
-    """One SQLite file (or memory, without a data folder), one connection, one lock."""
+    """One SQLite file (or memory, without a data folder), one operation at a time."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -77,24 +77,36 @@ class DisaLockouts:
         self._lock = threading.Lock()
 
     def _connect(self) -> sqlite3.Connection:
-        if self._connection is None:
-            target = str(self.path) if self.path is not None else ":memory:"
-            connection = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+        """A file is opened per operation (DISA calls are rare; nothing stays open at
+        shutdown); memory, having nothing else to keep it, stays open."""
+        if self._connection is not None:
+            return self._connection
+        target = str(self.path) if self.path is not None else ":memory:"
+        connection = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+        try:
             connection.executescript(_SCHEMA)
+        except sqlite3.Error:
+            connection.close()
+            raise
+        if self.path is None:
             self._connection = connection
-        return self._connection
+        return connection
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         with self._lock:
             connection = self._connect()
-            connection.execute("BEGIN IMMEDIATE")
             try:
-                result = work(connection)
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
-            return result
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(connection)
+                except BaseException:
+                    connection.execute("ROLLBACK")
+                    raise
+                connection.execute("COMMIT")
+                return result
+            finally:
+                if connection is not self._connection:
+                    connection.close()
 
     async def run(self, method: Callable[..., T], *args: object) -> T:
         """Run one of the blocking methods below off the event loop."""

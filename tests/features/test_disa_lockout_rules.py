@@ -160,3 +160,13 @@ def test_the_source_is_the_callers_number_or_the_line_or_peer_when_withheld() ->
     assert source("212345678", _Leg("fxo", "city1")) == "212345678"
     assert source("", _Leg("fxo", "city1")) == "fxo:city1"
     assert source("", _Leg("sip", "provider")) == "sip:provider"
+
+
+def test_without_a_data_folder_the_rules_still_hold_in_memory() -> None:
+    store = DisaLockouts(None)
+    try:
+        for second in range(3):
+            store.record_failure("d", "212", at(second), LIMITS)
+        assert store.locked_until("d", "212", at(10)) == at(2 + 3600)
+    finally:
+        store.close()
