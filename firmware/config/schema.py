@@ -163,6 +163,43 @@ class LineConfig(Section):
     answer_supervision: Literal["none", "polarity"] = "none"
     dial_mode: Literal["dtmf", "pulse"] = "dtmf"
     wait_for_dial_tone: bool = True
+    # Learned by `minipbx line calibrate` (or typed in): the tone this line's exchange
+    # sends when the far end clears, in the indications syntax ("425/500,0/500",
+    # "480+620/500,0/500"). None: the country's busy and congestion tones.
+    disconnect_tone: str | None = None
+    # Last resort: release a call after this long with silence both ways (0: never).
+    max_silence_s: float = Field(default=0.0, ge=0, le=86_400)
+    # Also learned: the noise floor (silence is 8 dB above it, at least -50 dBm0), gains on
+    # the audio from and to the line, and the echo canceller's tail.
+    noise_floor_dbm0: float | None = Field(default=None, ge=-100, le=-10)
+    rx_gain_db: float = Field(default=0.0, ge=-12, le=12)
+    tx_gain_db: float = Field(default=0.0, ge=-12, le=12)
+    echo_tail_ms: int = Field(default=32, ge=0, le=128)
+
+    @model_validator(mode="after")
+    def _disconnect_tone_usable(self) -> LineConfig:
+        """A disconnect tone must parse, repeat and sound: say which part is wrong."""
+        from firmware.media.tones import parse_tone  # numpy-backed: only when a tone is set
+
+        text = self.disconnect_tone
+        if text is None:
+            return self
+        try:
+            tone = parse_tone(text)
+        except ValueError as error:
+            raise ValueError(f"disconnect_tone: {error}") from None
+        if not tone.repeat:
+            raise ValueError(
+                f"disconnect_tone {text!r} plays once ('!'); an exchange repeats its disconnect tone"
+            )
+        if not tone.chords:
+            raise ValueError(
+                f"disconnect_tone {text!r} is only silence: give a frequency, e.g. 425/500,0/500"
+            )
+        high = max(frequency for chord in tone.chords for frequency in chord)
+        if high >= 4000:
+            raise ValueError(f"disconnect_tone {text!r}: {high:g} Hz is above the line's 4 kHz band")
+        return self
 
 
 class ExtensionConfig(Section):

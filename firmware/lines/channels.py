@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,7 +18,13 @@ from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, R
 from firmware.calls.lifecycle import LegState
 from firmware.lines.audio import PortAudio
 from firmware.lines.protocol import Dial, DialMode, HookSet, Message, PolaritySet, Ring, RingStop
-from firmware.media.detect import CadenceDetector, ToneDetector
+from firmware.media.detect import ToneDetector
+from firmware.media.disconnect import (
+    DisconnectToneDetector,
+    SilenceTimer,
+    frame_power,
+    silence_threshold_dbm0,
+)
 from firmware.media.dtmf_detect import DtmfDetector
 from firmware.media.mixer import Mixer
 from firmware.media.tones import TonePlan
@@ -80,8 +87,24 @@ class FxsChannel(AnalogueChannel):
         self._send(PolaritySet(port=self.port, reversed=reversed_))
 
 
+@dataclass
+class SupervisionCounters:
+    """How calls on a line ended from the far side (`minipbx status` shows them)."""
+
+    polarity: int = 0
+    loop_current: int = 0
+    tone: int = 0
+    silence: int = 0  # the last resort: released after `max_silence_s` of silence
+
+
 class FxoChannel(AnalogueChannel):
-    """A city line: ring detection, seizure, dialling by the card, disconnect supervision."""
+    """A city line: ring detection, seizure, dialling by the card, disconnect supervision.
+
+    Disconnect tone: the line's learned `disconnect_tone` when configured (see
+    `minipbx line calibrate`), else the country's busy and congestion tones, recognised by
+    `DisconnectToneDetector` in the mixer tick. Silence in both directions for
+    `max_silence_s` (0: off) releases the call as a last resort, counted in `counters`.
+    """
 
     technology = "fxo"
     role = Role.LINE
@@ -99,17 +122,37 @@ class FxoChannel(AnalogueChannel):
         self.listening_for_dial_tone = False
         self._dial_tone = ToneDetector(plan.dial)
         self._dial_tone_frames = 0
-        self._disconnect_tones = [CadenceDetector(plan.busy), CadenceDetector(plan.congestion)]
+        self._disconnect_tone = DisconnectToneDetector([plan.busy, plan.congestion])
+        self.disconnect_tone: str | None = None  # the learned tone in force, if any
+        self._silence = SilenceTimer(0.0)
+        self.counters = SupervisionCounters()
         self.cleared_by: str | None = None
         # In-band DTMF from the city caller, decoded while a menu or DISA listens for keys.
         self._digits: DtmfDetector | None = None
 
     def configure(
-        self, *, disconnect: tuple[str, ...], answer_supervision: str, dial_mode: str
+        self,
+        *,
+        disconnect: tuple[str, ...],
+        answer_supervision: str,
+        dial_mode: str,
+        disconnect_tone: str | None = None,
+        max_silence_s: float = 0.0,
+        noise_floor_dbm0: float | None = None,
     ) -> None:
         self.disconnect_methods = disconnect
         self.answer_supervision = answer_supervision
         self.dial_mode = DialMode.PULSE if dial_mode == "pulse" else DialMode.DTMF
+        if disconnect_tone != self.disconnect_tone:
+            tones = [disconnect_tone] if disconnect_tone else [self.plan.busy, self.plan.congestion]
+            self._disconnect_tone = DisconnectToneDetector(tones)
+            self.disconnect_tone = disconnect_tone
+        threshold = silence_threshold_dbm0(noise_floor_dbm0)
+        if (max_silence_s, threshold) != (
+            self._silence.max_silence_s,
+            self._silence.threshold_dbm0,
+        ):
+            self._silence = SilenceTimer(max_silence_s, threshold)
 
     def _attach_audio(self, slot: int) -> None:
         super()._attach_audio(slot)
@@ -126,8 +169,8 @@ class FxoChannel(AnalogueChannel):
             return  # already off hook: seizing again must not reset the supervision
         self.seized = True
         self.cleared_by = None
-        for detector in self._disconnect_tones:
-            detector.reset()
+        self._disconnect_tone.reset()
+        self._silence.reset()
         self._send(HookSet(port=self.port, off_hook=True))
 
     async def release(self, cause: str = "normal") -> None:
@@ -168,7 +211,15 @@ class FxoChannel(AnalogueChannel):
     def _far_end_cleared(self, how: str) -> None:
         if self.cleared_by is None:
             self.cleared_by = how
-            log.info("event=line_far_end_cleared line=%s by=%s", self.name, how)
+            setattr(self.counters, how, getattr(self.counters, how) + 1)
+            if how == "silence":
+                log.warning(
+                    "event=line_released_on_silence line=%s silent_s=%s",
+                    self.name,
+                    self._silence.max_silence_s,
+                )
+            else:
+                log.info("event=line_far_end_cleared line=%s by=%s", self.name, how)
             self.emit(ChannelEvent(EventKind.FAR_END_CLEARED, how))
 
     def _listen(self, frame: np.ndarray) -> None:
@@ -187,12 +238,11 @@ class FxoChannel(AnalogueChannel):
             else:
                 self._dial_tone_frames = 0
             return
-        if (
-            "tone" in self.disconnect_methods
-            and self.state in (LegState.CONNECTED, LegState.HELD)
-            and self.cleared_by is None
-        ):
-            for detector in self._disconnect_tones:
-                if detector.feed(frame):
-                    self._far_end_cleared("tone")
-                    break
+        if self.state not in (LegState.CONNECTED, LegState.HELD) or self.cleared_by is not None:
+            return
+        if "tone" in self.disconnect_methods and self._disconnect_tone.feed(frame):
+            self._far_end_cleared("tone")
+        elif self._silence.enabled and self.slot is not None:
+            sent = self.mixer.outputs[self.slot]  # what this line was sent last tick
+            if self._silence.feed(frame_power(frame), frame_power(sent)):
+                self._far_end_cleared("silence")
