@@ -202,3 +202,20 @@ async def test_the_caller_who_came_first_is_offered_first(pbx) -> None:
     await wait_shown(pbx, "202", "206")
     second.on_hook()
     await pbx.wait_idle()
+
+
+@strategy("round_robin", agent_ring_s=3.0)
+async def test_with_one_agent_at_a_time_two_free_agents_serve_two_callers_at_once(pbx) -> None:
+    first = await queue_call(pbx, "205", "202")
+    second = await dial_queue(pbx, "206")  # the head is ringing 202: the next may ring 203
+    await wait_ringing(pbx, {"202", "203"})
+    await wait_shown(pbx, "202", "205")
+    await wait_shown(pbx, "203", "206")
+    pbx.phone("203").off_hook()
+    await pbx.wait_state("206", LegState.CONNECTED)
+    await pbx.speech_both_ways(second, pbx.phone("203"))
+    assert ringing(pbx) == {"202"}
+    first.on_hook()
+    second.on_hook()
+    await pbx.wait_idle()
+    pbx.phone("203").on_hook()
