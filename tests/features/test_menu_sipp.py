@@ -1,11 +1,12 @@
-"""A SIP caller (SIPp, as a provider's call to DID 2100) in the two-level menu, keying RFC 4733.
+"""A SIP caller (SIPp, a provider's call to DID 2100) in the two-level menu, keying RFC 4733.
 
 SIPp replays the caller's RTP from a capture written here with plain struct (PCMU and
 telephone-events as a desk phone sends them, RFC 4733 2.5; the framing helpers of
 tests/sip/scenarios/make_dtmf_pcap.py): 1 then 2 reaches 203 through the sales menu; 203
 keyed during the greeting goes there at once. After the keys the caller speaks (a 1004 Hz
 tone in the capture) and 203 must hear it; our RTP must reach SIPp. 203 hanging up sends
-the BYE the scenario waits for. (SIPp 3.6's own `play_dtmf` sends empty events.)
+the BYE the scenario waits for. The same keys as SIP INFO (application/dtmf-relay) do the
+same. (SIPp 3.6's own `play_dtmf` sends empty events.)
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
     ]]>
   </send>
   <nop><action><exec play_pcap_audio="caller.pcap"/></action></nop>
+INFO_REQUESTS
   <recv request="BYE"/>
   <send>
     <![CDATA[
@@ -191,11 +193,45 @@ def caller_pcap(path: Path, keys: list[tuple[int, str]], talk_ms: int = 6000) ->
     path.write_bytes(b"".join(records))
 
 
-def scenario(folder: Path, keys: list[tuple[int, str]]) -> Path:
-    """The scenario and the capture it replays (caller.pcap, next to it)."""
+INFO = """  <send retrans="500">
+    <![CDATA[
+
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "City Caller" <sip:212345678@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: CSEQ INFO
+      Contact: sip:212345678@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal=DIGIT
+      Duration=160
+
+    ]]>
+  </send>
+  <recv response="200"/>
+"""
+
+
+def scenario(folder: Path, keys: list[tuple[int, str]], via: str) -> Path:
+    """The scenario and the capture it replays (caller.pcap, next to it). With `via` "info"
+    the keys go as SIP INFO requests and the capture has only the silence and the voice."""
+    requests = ""
+    if via == "info":
+        cseq = 2
+        for pause, digits in keys:
+            requests += f'  <pause milliseconds="{pause}"/>\n'
+            for digit in digits:
+                requests += INFO.replace("CSEQ", str(cseq)).replace("DIGIT", digit)
+                requests += '  <pause milliseconds="150"/>\n'
+                cseq += 1
+        keys = [(sum(pause for pause, _ in keys) + 150 * len(keys) + 500, "")]
     caller_pcap(folder / "caller.pcap", keys)
     path = folder / "menu_uac.xml"
-    path.write_text(SCENARIO)
+    path.write_text(SCENARIO.replace("INFO_REQUESTS\n", requests))
     return path
 
 
@@ -210,21 +246,27 @@ async def menu_pbx(uas_port: int, data_dir: Path) -> Pbx:
         assert pbx.app.calls is not None and not pbx.app.calls.sessions
 
 
+TWO_LEVELS = ([(1500, "1"), (1500, "2")], ["node=main key=1 to=sales", "node=sales key=2 to=203"])
+DIAL_THROUGH = ([(1000, "203")], ["node=main number=203 to=203"])  # during the greeting
+
+
 @pytest.mark.parametrize(
-    ("keys", "how"),
-    [
-        ([(1500, "1"), (1500, "2")], ["node=main key=1 to=sales", "node=sales key=2 to=203"]),
-        ([(1000, "203")], ["node=main number=203 to=203"]),  # dialled during the greeting
-    ],
-    ids=["two_levels", "dial_through"],
+    ("keys", "how", "via"),
+    [(*TWO_LEVELS, "rfc4733"), (*DIAL_THROUGH, "rfc4733"), (*TWO_LEVELS, "info")],
+    ids=["two_levels", "dial_through", "two_levels_info"],
 )
-async def test_a_sip_caller_keying_rfc4733_reaches_203(
-    menu_pbx: Pbx, tmp_path: Path, caplog, keys: list[tuple[int, str]], how: list[str]
+async def test_a_sip_caller_keying_dtmf_reaches_203(
+    menu_pbx: Pbx,
+    tmp_path: Path,
+    caplog,
+    keys: list[tuple[int, str]],
+    how: list[str],
+    via: str,
 ) -> None:
     caplog.set_level(logging.INFO)
     pbx = menu_pbx
     accounts = pbx.phone("203")
-    path = scenario(tmp_path, keys)
+    path = scenario(tmp_path, keys, via)
     uac = await start_sipp(target(pbx), "-sf", str(path), "-s", DID, "-m", "1",
                            "-p", str(free_port()), "-mp", str(free_port()), cwd=tmp_path)  # fmt: skip
     try:
@@ -249,7 +291,7 @@ async def test_a_sip_caller_keying_rfc4733_reaches_203(
     assert (record.direction, record.disposition) == (Direction.INCOMING, Disposition.ANSWERED)
     assert (record.answered_extension, record.destination_kind) == ("203", "menu")
     assert (record.line, record.dialled) == ("provider", DID)
-    digits = [m for m in caplog.messages if "event=sip_digit" in m and "via=rfc4733" in m]
+    digits = [m for m in caplog.messages if "event=sip_digit" in m and f"via={via}" in m]
     assert [m.rsplit("digit=", 1)[1] for m in digits] == list("".join(d for _, d in keys))
     for step in how:
         assert any(step in m for m in caplog.messages if "event=menu_" in m), step
