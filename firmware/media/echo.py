@@ -1,0 +1,444 @@
+"""Line echo cancellation for FXO ports: what the city line sends back of what we sent.
+
+Per 20 ms frame and per channel (docs/echo-canceller.md has the reasoning and figures):
+
+* **Bulk delay.** The echo starts some milliseconds after we send (card buffering, codec,
+  the line). A smoothed, phase-transform-weighted cross-correlation (GCC-PHAT) of the
+  near end against the last ``max_bulk_delay_ms + tail_ms`` of far end finds where the echo
+  begins; the adaptive filter's window of ``tail_ms`` is then placed to start a little
+  (``GUARD_MS``) before that, so the tail only has to cover the echo's dispersion.
+* **Linear canceller.** A block frequency-domain NLMS filter (overlap-save, one 160-sample
+  block per frame, per-bin power normalisation, gradient constrained to the tail): each
+  frequency adapts at its own speed, so coloured far-end speech converges about as fast as
+  white noise, with a handful of FFTs per frame instead of a loop over samples.
+* **Two filters.** A background filter adapts; a foreground filter produces the output and
+  is only replaced by a copy of the background when that cancels clearly better. Whatever
+  double talk that slipped past detection does to the background never reaches the output,
+  and an echo path change is followed as soon as the background has re-learnt it.
+* **Double talk.** The Geigel detector (near-end peak above half the far-end peak of the
+  tail, i.e. more than an ERL of 6 dB could return, with a hangover) freezes adaptation.
+  Refined by energy: the share of the error that is echo is learnt as the regression of
+  error power on echo-estimate power (near-end speech does not correlate with it), and the
+  step is scaled down to that share: near-end speech Geigel misses barely moves the filter.
+* **Non-linear processor.** A frame whose residual is no more than the expected residual
+  echo plus noise (x ``NLP_MARGIN``), while the far end talks and no double talk is seen,
+  is replaced by comfort noise shaped like the line's own background noise; anything
+  louder (near-end speech) passes untouched.
+
+Everything is vectorised over channels (``channels=`` rows), so all FXO ports of the
+appliance can share one canceller and one set of numpy calls per tick; a channel whose far
+end is silent gets its near end back unchanged. Inputs and output are int16, 8 kHz.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from firmware.media.levels import dbm0_to_power, power_to_dbm0
+
+SAMPLE_RATE = 8000
+FRAME_SAMPLES = 160
+MIN_TAIL_MS = 8
+MAX_TAIL_MS = 128
+MAX_BULK_DELAY_MS = 256
+GUARD_MS = 1  # the window starts this much before the echo's strongest correlation
+GEIGEL_THRESHOLD = 1.0  # until the echo path is learnt: a near peak above the far peak
+GEIGEL_MIN_THRESHOLD = 0.25  # never more sensitive than a near peak 12 dB under the far
+GEIGEL_HANGOVER_FRAMES = 4  # 80 ms: the end of a near-end word is not adapted on
+NLP_MARGIN = 4.0  # 6 dB: residual up to 4x (expected echo + noise) is suppressed
+NLP_HANGOVER_FRAMES = 2  # 40 ms after near-end speech the NLP still passes
+STEP = 1.0  # largest normalised step of the background filter
+FAR_ACTIVE_DBM0 = -50.0  # far end quieter than this excites nothing worth adapting on
+_FAR_ACTIVE_POWER = dbm0_to_power(FAR_ACTIVE_DBM0)
+_POWER_FLOOR = dbm0_to_power(-80.0)
+_NOISE_START = dbm0_to_power(-70.0)
+_NOISE_RISE = 10.0 ** (3.0 / 10.0 / 50.0)  # the noise floor may rise 3 dB per second
+_COPY_RATIO = 0.5  # background at least 3 dB better than foreground: copy it
+_RESET_RATIO = 8.0  # background 9 dB worse than foreground: it diverged, restart from it
+_POWER_DECAY = 0.9  # per sub-block: the per-bin far-end power normalising the step
+_SUB_BLOCKS = 2
+_REGULARISATION = 0.01
+_ENERGY_SMOOTHING = 0.3
+_CONVERGED_DB = 12.0  # smoothed ERLE from which the echo path's peak gain is trusted
+_ECHO_PEAK_DECAY = 0.995  # per frame: the learnt peak gain fades by half in ~3 s  # per frame, ~60 ms for the filter comparison
+_DELAY_SMOOTHING = 0.9  # cross-spectrum memory: 10 samples, ~0.4 s of far-end activity
+_DELAY_ACCUMULATE_EVERY = 2  # frames: the cross-spectrum is sampled every 40 ms
+_DELAY_EVERY_FRAMES = 6  # look for the bulk delay every 120 ms (two looks must agree)
+_DELAY_MIN_FRAMES = 4  # sampled frames of far-end activity before the first look
+_DELAY_TOLERANCE = 16  # samples (2 ms): looks that agree; a smaller move is not made
+_DELAY_CONFIDENCE = 6.0  # peak over the correlation's rms
+
+
+@dataclass(frozen=True)
+class EchoSettings:
+    """What a line's canceller is configured with (config: the line's echo section)."""
+
+    tail_ms: int = 32
+    max_bulk_delay_ms: int = 64
+    nlp: bool = True
+    comfort_noise: bool = True
+
+    def __post_init__(self) -> None:
+        if not MIN_TAIL_MS <= self.tail_ms <= MAX_TAIL_MS:
+            raise ValueError(
+                f"echo tail_ms {self.tail_ms} must be {MIN_TAIL_MS}-{MAX_TAIL_MS} ms"
+                " (the dispersion of the line's echo after its bulk delay; 32 suits most lines)"
+            )
+        if not 0 <= self.max_bulk_delay_ms <= MAX_BULK_DELAY_MS:
+            raise ValueError(
+                f"echo max_bulk_delay_ms {self.max_bulk_delay_ms} must be 0-{MAX_BULK_DELAY_MS}"
+                " ms (0 turns the delay search off: the tail then starts at the frame sent)"
+            )
+
+
+@dataclass(frozen=True)
+class EchoState:
+    """One channel's canceller as it stands, for status and tests."""
+
+    bulk_delay_ms: float  # where the filter's window starts
+    erle_db: float  # smoothed near-end over residual power while the far end talks alone
+    double_talk: bool  # Geigel detector (with hangover) in this frame
+    suppressing: bool  # the NLP replaced this frame by comfort noise
+    leakage: float  # learnt share of the echo estimate's power left in the residual
+    noise_dbm0: float  # the near end's background noise estimate
+
+
+class EchoCanceller:
+    """Line echo canceller for ``channels`` lines at once (see the module docstring).
+
+    ``process(far, near)``: ``far`` is what was sent to the line (the reference), ``near``
+    what came back from it, int16 of 160 samples (one channel) or channels x 160; returns
+    the near end with the echo removed, same shape, int16. Pass ``far`` no later than its
+    echo can appear in ``near``: echo that precedes its reference cannot be cancelled.
+    """
+
+    def __init__(
+        self,
+        tail_ms: int = 32,
+        *,
+        channels: int = 1,
+        max_bulk_delay_ms: int = 64,
+        nlp: bool = True,
+        comfort_noise: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if channels < 1:
+            raise ValueError(f"channels must be 1 or more, got {channels}")
+        self.settings = EchoSettings(tail_ms, max_bulk_delay_ms, nlp, comfort_noise)
+        self.channels = channels
+        self.tail = tail_ms * SAMPLE_RATE // 1000
+        self.max_delay = max_bulk_delay_ms * SAMPLE_RATE // 1000
+        self.frame = FRAME_SAMPLES
+        self.sub_blocks = _SUB_BLOCKS
+        self.block = FRAME_SAMPLES // _SUB_BLOCKS
+        # a power of two holding the tail plus a frame: one window also gives the Geigel reach
+        self.fft_size = 1 << (self.tail + self.frame - 2).bit_length()
+        self.guard = min(GUARD_MS * SAMPLE_RATE // 1000, self.tail // 4)
+        # lags the delay search covers: every start of the window plus the window itself
+        self.search_lags = self.max_delay + self.tail
+        self.search_size = 1 << (self.frame + self.search_lags - 2).bit_length()
+        self.history = max(self.fft_size, self.search_lags + self.frame) + self.max_delay
+        self._rows = np.arange(channels)[:, None]
+        self._rows3 = self._rows[:, :, None]
+        ends = np.arange(1, self.sub_blocks + 1) * self.block
+        self._window_offsets = ends[:, None] - self.fft_size + np.arange(self.fft_size)
+        self._padded_error = np.zeros((channels, self.fft_size))
+        self._ramp_down = 1.0 - np.arange(1, self.frame + 1) / self.frame
+        bins = self.frame // 2 + 1
+        self._parseval = np.full(bins, 2.0)
+        self._parseval[0] = self._parseval[-1] = 1.0
+        self._parseval /= float(self.frame) ** 2
+        frequencies = np.fft.rfftfreq(self.search_size, 1 / SAMPLE_RATE)
+        self._search_band = ((frequencies >= 200) & (frequencies <= 3600)).astype(float)
+        self._rng = np.random.default_rng(seed)
+        spectrum_bins = self.fft_size // 2 + 1
+        self._far = np.zeros((channels, self.history))
+        self._offset = np.zeros(channels, dtype=np.int64)
+        self._weights = np.zeros((2, channels, spectrum_bins), dtype=complex)
+        self._far_power = np.zeros((channels, spectrum_bins))
+        self._geigel_hold = np.zeros(channels, dtype=np.int64)
+        self._smoothed_error = np.zeros((2, channels))
+        self._smoothed_near = np.zeros(channels)
+        self._smoothed_residual = np.zeros(channels)
+        self._mean_error = np.zeros(channels)
+        self._mean_estimate = np.zeros(channels)
+        self._covariance = np.zeros(channels)
+        self._variance = np.zeros(channels)
+        self._leakage = np.ones(channels)
+        self._nlp_gain = np.ones(channels)
+        self._nlp_hold = np.zeros(channels, dtype=np.int64)
+        self._noise_spectrum = np.full((channels, bins), _NOISE_START * self.frame / 2)
+        self._smoothed_spectrum = np.array(self._noise_spectrum)
+        self._cross_spectrum = np.zeros((channels, self.search_size // 2 + 1), dtype=complex)
+        self._search_frames = np.zeros(channels, dtype=np.int64)
+        self._last_estimate = np.full(channels, -1, dtype=np.int64)
+        self._echo_peak = np.zeros(channels)
+        self._frames = 0
+        self._double_talk = np.zeros(channels, dtype=bool)
+        self._suppressing = np.zeros(channels, dtype=bool)
+
+    # ----- the public face ---------------------------------------------------------------
+
+    def process(self, far: np.ndarray, near: np.ndarray) -> np.ndarray:
+        """One 20 ms frame of each channel: the near end with its echo cancelled (int16)."""
+        far_frames = np.asarray(far)
+        near_frames = np.asarray(near)
+        single = far_frames.ndim == 1
+        shape = (self.channels, self.frame)
+        if single and self.channels != 1:
+            raise ValueError(f"this canceller has {self.channels} channels: pass channels x 160")
+        far_frames = far_frames.reshape(-1, far_frames.shape[-1])
+        near_frames = near_frames.reshape(-1, near_frames.shape[-1])
+        if far_frames.shape != shape or near_frames.shape != shape:
+            raise ValueError(
+                f"expected far and near frames of shape {shape}, got {np.shape(far)} and"
+                f" {np.shape(near)}"
+            )
+        cleaned = self._process(far_frames.astype(float), near_frames.astype(float))
+        output = np.clip(np.rint(cleaned), -32768, 32767).astype(np.int16)
+        return output[0] if single else output
+
+    def reset(self, channel: int | None = None) -> None:
+        """Forget a channel's line (a new call on it), or every channel's."""
+        rows = slice(None) if channel is None else channel
+        self._far[rows] = 0.0
+        self._offset[rows] = 0
+        self._weights[:, rows] = 0.0
+        self._far_power[rows] = 0.0
+        self._geigel_hold[rows] = 0
+        self._smoothed_error[:, rows] = 0.0
+        self._smoothed_near[rows] = 0.0
+        self._smoothed_residual[rows] = 0.0
+        self._mean_error[rows] = 0.0
+        self._mean_estimate[rows] = 0.0
+        self._covariance[rows] = 0.0
+        self._variance[rows] = 0.0
+        self._leakage[rows] = 1.0
+        self._nlp_gain[rows] = 1.0
+        self._nlp_hold[rows] = 0
+        self._noise_spectrum[rows] = _NOISE_START * self.frame / 2
+        self._smoothed_spectrum[rows] = _NOISE_START * self.frame / 2
+        self._cross_spectrum[rows] = 0.0
+        self._search_frames[rows] = 0
+        self._last_estimate[rows] = -1
+        self._echo_peak[rows] = 0.0
+        self._double_talk[rows] = False
+        self._suppressing[rows] = False
+
+    def state(self, channel: int = 0) -> EchoState:
+        erle = self._erle()[channel]
+        noise = float(self._noise_spectrum[channel] @ self._parseval)
+        return EchoState(
+            bulk_delay_ms=1000.0 * int(self._offset[channel]) / SAMPLE_RATE,
+            erle_db=round(float(erle), 1),
+            double_talk=bool(self._double_talk[channel]),
+            suppressing=bool(self._suppressing[channel]),
+            leakage=float(self._leakage[channel]),
+            noise_dbm0=round(float(power_to_dbm0(noise)), 1),
+        )
+
+    # ----- one frame ---------------------------------------------------------------------
+
+    def _process(self, far: np.ndarray, near: np.ndarray) -> np.ndarray:
+        frame, block, size, tail = self.frame, self.block, self.fft_size, self.tail
+        history = self._far
+        history[:, :-frame] = history[:, frame:]
+        history[:, -frame:] = far
+        # every sub-block's filter input, gathered at each channel's bulk delay at once
+        first = self.history - self._offset - frame
+        windows = history[self._rows3, first[:, None, None] + self._window_offsets]
+        spectra = np.fft.rfft(windows)  # (channels, sub-blocks, bins)
+        reach = windows[:, -1, size - frame - tail + 1 :]  # far samples the frame's echo is of
+        far_power = np.einsum("cs,cs->c", reach, reach) / reach.shape[1]
+        far_active = far_power > _FAR_ACTIVE_POWER
+        far_peak = np.abs(reach).max(axis=1)
+        geigel = np.abs(near).max(axis=1) > self._geigel_threshold() * far_peak
+        self._geigel_hold = np.where(
+            geigel & far_active, GEIGEL_HANGOVER_FRAMES, np.maximum(self._geigel_hold - 1, 0)
+        )
+        double_talk = self._geigel_hold > 0
+        single_talk = far_active & ~double_talk
+        adapting = bool(single_talk.any())
+        step = np.where(single_talk, STEP, 0.0)[:, None]
+
+        estimates = np.empty((2, self.channels, frame))
+        for index in range(self.sub_blocks):
+            part = slice(index * block, (index + 1) * block)
+            spectrum = spectra[:, index]
+            estimates[..., part] = np.fft.irfft(self._weights * spectrum, size)[..., size - block :]
+            if adapting:
+                self._adapt(spectrum, near[:, part] - estimates[1, :, part], step)
+        errors = near - estimates  # (2: foreground, background; channels; frame)
+        error_power = np.einsum("fcs,fcs->fc", errors, errors) / frame
+        estimate_power = np.einsum("fcs,fcs->fc", estimates, estimates) / frame
+        near_power = np.einsum("cs,cs->c", near, near) / frame
+        self._learn_leakage(error_power[0], estimate_power[0], single_talk)
+        self._compare_filters(error_power, far_active)
+        self._track_erle(near_power, error_power[0], single_talk)
+        echo_peak = np.abs(estimates[0]).max(axis=1)
+        ratio = np.where(single_talk, echo_peak / np.maximum(far_peak, 1.0), 0.0)
+        self._echo_peak = np.maximum(self._echo_peak * _ECHO_PEAK_DECAY, ratio)
+        if self.max_delay and not self._frames % _DELAY_ACCUMULATE_EVERY:
+            self._search_delay(near, single_talk)
+        self._double_talk = double_talk
+        self._frames += 1
+        return self._non_linear(errors[0], error_power[0], estimate_power[0], far_active)
+
+    def _geigel_threshold(self) -> np.ndarray:
+        """Half the far peak as a rule (an ERL of 6 dB or more); once the echo path is
+        known, twice its measured peak gain, so a line with a high ERL hears quieter near-end
+        talkers as double talk and one with a low ERL does not take its own echo for one."""
+        converged = self._erle() >= _CONVERGED_DB
+        learnt = np.clip(2.0 * self._echo_peak, GEIGEL_MIN_THRESHOLD, 1.0)
+        return np.where(converged, learnt, GEIGEL_THRESHOLD)
+
+    def _erle(self) -> np.ndarray:
+        residual = np.maximum(self._smoothed_residual, _POWER_FLOOR)
+        return 10.0 * np.log10(np.maximum(self._smoothed_near, _POWER_FLOOR) / residual)
+
+    def _learn_leakage(
+        self, error_power: np.ndarray, estimate_power: np.ndarray, single_talk: np.ndarray
+    ) -> None:
+        """Regression slope of error power on echo-estimate power: the share of the echo
+        estimate still in the residual. Near-end speech does not follow the far end's power,
+        so it barely moves the slope; a changed echo path does, and raises it."""
+        rate = np.where(single_talk & (estimate_power > _POWER_FLOOR), 0.05, 0.0)
+        self._mean_error += rate * (error_power - self._mean_error)
+        self._mean_estimate += rate * (estimate_power - self._mean_estimate)
+        error_deviation = error_power - self._mean_error
+        estimate_deviation = estimate_power - self._mean_estimate
+        self._covariance += rate * (error_deviation * estimate_deviation - self._covariance)
+        self._variance += rate * (estimate_deviation**2 - self._variance)
+        learnt = self._covariance / np.maximum(self._variance, _POWER_FLOOR**2)
+        self._leakage = np.where(
+            self._variance > 0, np.clip(learnt, 1e-4, 1.0), self._leakage
+        )
+
+    def _adapt(self, spectrum: np.ndarray, error: np.ndarray, step: np.ndarray) -> None:
+        """One constrained NLMS step of the background filter, per-bin normalised (the
+        far-end power per bin jumps up at once and decays slowly, so a syllable's onset
+        never meets a stale, too small normaliser)."""
+        power = self._far_power
+        np.maximum(power * _POWER_DECAY, spectrum.real**2 + spectrum.imag**2, out=power)
+        size = self.fft_size
+        padded = self._padded_error
+        padded[:, size - self.block :] = error
+        regulariser = _REGULARISATION * power.mean(axis=1, keepdims=True) + size * _POWER_FLOOR
+        gradient = np.conj(spectrum) * np.fft.rfft(padded) / (power + regulariser)
+        impulse = np.fft.irfft(gradient, size)
+        impulse[:, self.tail :] = 0.0
+        self._weights[1] += step * np.fft.rfft(impulse)
+
+    def _compare_filters(self, error_power: np.ndarray, far_active: np.ndarray) -> None:
+        """Copy the background to the foreground when it cancels clearly better, and
+        restart the background from the foreground when it has clearly diverged."""
+        smoothed = self._smoothed_error
+        smoothed += _ENERGY_SMOOTHING * (error_power - smoothed)
+        foreground, background = smoothed
+        better = far_active & (background < _COPY_RATIO * foreground)
+        worse = far_active & (background > _RESET_RATIO * foreground)
+        if np.any(better):
+            self._weights[0, better] = self._weights[1, better]
+            smoothed[0, better] = smoothed[1, better]
+        if np.any(worse):
+            self._weights[1, worse] = self._weights[0, worse]
+            smoothed[1, worse] = smoothed[0, worse]
+
+    def _track_erle(
+        self, near_power: np.ndarray, error_power: np.ndarray, single_talk: np.ndarray
+    ) -> None:
+        rate = np.where(single_talk, 0.1, 0.0)
+        self._smoothed_near += rate * (near_power - self._smoothed_near)
+        self._smoothed_residual += rate * (error_power - self._smoothed_residual)
+
+    # ----- bulk delay --------------------------------------------------------------------
+
+    def _search_delay(self, near: np.ndarray, single_talk: np.ndarray) -> None:
+        """Accumulate the near/far cross-spectrum over the lags the echo may come from;
+        every 100 ms move a channel's window if the echo clearly starts elsewhere."""
+        size, lags, frame = self.search_size, self.search_lags, self.frame
+        segment = self._far[:, self.history - (frame + lags - 1) :]
+        cross = np.conj(np.fft.rfft(near, size)) * np.fft.rfft(segment, size)
+        weight = np.where(single_talk, 1.0, 0.0)[:, None]
+        self._cross_spectrum += weight * (1 - _DELAY_SMOOTHING) * (cross - self._cross_spectrum)
+        self._search_frames += single_talk
+        if self._frames % _DELAY_EVERY_FRAMES:
+            return
+        ready = np.flatnonzero(self._search_frames >= _DELAY_MIN_FRAMES)
+        if not ready.size:
+            return
+        accumulated = self._cross_spectrum[ready]
+        whitened = accumulated / (np.abs(accumulated) + 1e-12) * self._search_band
+        correlation = np.abs(np.fft.irfft(whitened, size)[:, :lags])
+        peaks = np.argmax(correlation, axis=1)
+        heights = correlation[np.arange(ready.size), peaks]
+        rms = np.sqrt(np.mean(correlation**2, axis=1))
+        lag = lags - 1 - peaks  # the correlation runs from the longest lag down
+        for row, channel in enumerate(ready):
+            if heights[row] < _DELAY_CONFIDENCE * rms[row]:
+                self._last_estimate[channel] = -1
+                continue
+            echo_at = int(lag[row])
+            agreed = abs(echo_at - int(self._last_estimate[channel])) <= _DELAY_TOLERANCE
+            self._last_estimate[channel] = echo_at
+            start = min(max(echo_at - self.guard, 0), self.max_delay)
+            if agreed and abs(start - int(self._offset[channel])) > _DELAY_TOLERANCE:
+                self._move_window(int(channel), start)
+
+    def _move_window(self, channel: int, start: int) -> None:
+        """Slide a channel's filters to a new bulk delay, keeping the overlapping taps."""
+        shift = start - int(self._offset[channel])
+        if not shift:
+            return
+        taps = np.fft.irfft(self._weights[:, channel], self.fft_size)[:, : self.tail]
+        moved = np.zeros_like(taps)
+        if 0 < shift < self.tail:
+            moved[:, : self.tail - shift] = taps[:, shift:]
+        elif -self.tail < shift < 0:
+            moved[:, -shift:] = taps[:, : self.tail + shift]
+        self._weights[:, channel] = np.fft.rfft(moved, self.fft_size)
+        self._offset[channel] = start
+        self._smoothed_error[:, channel] = 0.0
+
+    # ----- non-linear processor ----------------------------------------------------------
+
+    def _non_linear(
+        self,
+        residual: np.ndarray,
+        residual_power: np.ndarray,
+        estimate_power: np.ndarray,
+        far_active: np.ndarray,
+    ) -> np.ndarray:
+        """Replace frames that hold only residual echo (and noise) by comfort noise."""
+        spectrum = np.fft.rfft(residual)
+        magnitude = spectrum.real**2 + spectrum.imag**2
+        smoothed = self._smoothed_spectrum
+        smoothed += 0.3 * (magnitude - smoothed)
+        noise = self._noise_spectrum
+        np.copyto(noise, np.where(smoothed < noise, smoothed, noise * _NOISE_RISE))
+        noise_power = noise @ self._parseval
+        expected = self._leakage * estimate_power
+        echo_only = residual_power < NLP_MARGIN * (expected + noise_power)
+        audible = expected > 0.25 * noise_power
+        suppress = (
+            self.settings.nlp & far_active & ~(self._geigel_hold > 0) & echo_only & audible
+        )
+        held = self._nlp_hold > 0
+        self._nlp_hold = np.where(suppress, np.maximum(self._nlp_hold - 1, 0), NLP_HANGOVER_FRAMES)
+        suppress &= ~held
+        self._suppressing = suppress
+        previous = self._nlp_gain
+        self._nlp_gain = np.where(suppress, 0.0, 1.0)
+        if not np.any(suppress):
+            return residual
+        gain = np.where(
+            suppress[:, None], previous[:, None] * self._ramp_down, 1.0
+        )
+        output = residual * gain
+        if self.settings.comfort_noise:
+            phases = self._rng.uniform(0.0, 2 * np.pi, noise.shape)
+            comfort = np.fft.irfft(np.sqrt(noise) * np.exp(1j * phases), self.frame)
+            output += comfort * (1.0 - gain)
+        return output
