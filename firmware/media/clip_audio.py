@@ -325,6 +325,7 @@ class ClipResult(NamedTuple):
 
 
 NOTHING_HEARD = "no caller ID heard"
+LINE_EVENTS = ("ring_started", "ring_stopped", "polarity_reversed")  # ClipReceiver methods
 
 
 def decode_spill(
@@ -492,3 +493,43 @@ class ClipReceiver:
 
 _BEFORE_RING = (StartCondition.BEFORE_FIRST_RING, StartCondition.POLARITY_REVERSAL)
 _AFTER_RING = (StartCondition.AFTER_FIRST_RING, StartCondition.RING_PULSE)
+
+
+def replay(
+    receiver: ClipReceiver,
+    audio: np.ndarray,
+    events: list[tuple[int, str]],
+    frame_length: int = 160,
+) -> tuple[ClipResult | None, int | None]:
+    """Feed recorded line audio in frames with its events (as ``SpillPlan.line_events``).
+
+    Returns the receiver's result and the sample at which it came (None: no result).
+    An event is delivered at its sample, between the frame pieces before and after it,
+    as a line driver would.  For tests, benchmarks and the simulator.
+    """
+    pending = sorted(events)
+    unknown = {event for _, event in pending} - set(LINE_EVENTS)
+    if unknown:
+        raise ValueError(f"unknown line events {sorted(unknown)}; events are {LINE_EVENTS}")
+    position = 0
+    while position < audio.size:
+        stop = min(position + frame_length, audio.size)
+        while pending and pending[0][0] < stop:
+            at, event = pending.pop(0)
+            if at > position:
+                result = receiver.feed(audio[position:at])
+                position = at
+                if result is not None:
+                    return result, position
+            result = getattr(receiver, event)()
+            if result is not None:
+                return result, position
+        result = receiver.feed(audio[position:stop])
+        position = stop
+        if result is not None:
+            return result, position
+    for _, event in pending:
+        result = getattr(receiver, event)()
+        if result is not None:
+            return result, audio.size
+    return None, None
