@@ -10,6 +10,7 @@ as DTMF, heard on the line.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import wave
@@ -62,7 +63,7 @@ keepalive_s = 1.0
         timers=TIMERS,
     )
     text = text.replace('name = "office"', f'name = "{name}"', 1)
-    return text.replace('"20', f'"{own}0')
+    return re.sub(r'"20([0-9])"', rf'"{own}0\1"', text)  # extensions only, not "20:00"
 
 
 class Site:

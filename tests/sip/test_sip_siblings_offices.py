@@ -4,6 +4,7 @@ proven both ways, and both sites' records carry the same correlation id."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import tempfile
@@ -45,7 +46,7 @@ keepalive_s = 0.5
     )
     text = text.replace('name = "office"', f'name = "{name}"', 1)
     if name == "porto":
-        text = text.replace('"20', '"30')
+        text = re.sub(r'"20([0-9])"', r'"30\1"', text)  # extensions only, not "20:00"
     return text
 
 
