@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from firmware.calls.dialplan import DialPlan, RouteKind
 from firmware.config.node_fields import extension_numbers, is_node_name
 from firmware.config.schema import Config
+
+# What a hunt group member may be: a person here, at a sibling office, or outside.
+_MEMBER_ROUTES = (RouteKind.INTERNAL, RouteKind.SIBLING, RouteKind.OUTSIDE)
 
 # Node kinds that put the caller through to people (or to an outside line) themselves.
 _REACHES_PEOPLE = ("extension", "external", "hunt_group", "queue", "disa")
@@ -35,6 +39,13 @@ def check_graph(config: Config) -> Iterator[str]:
     for name in sorted({n for n in names if names.count(n) > 1}):
         yield f"routing.nodes: the name {name!r} is used more than once"
     nodes = {node.name: node for node in routing.nodes}
+    plans: list[DialPlan] = []
+
+    def dial_plan() -> DialPlan:
+        if not plans:
+            plans.append(DialPlan(config))
+        return plans[0]
+
     where_of = {node.name: f"routing.nodes[{i}] ({node.name})" for i, node in enumerate(routing.nodes)}
 
     def check(where: str, destination: str) -> Iterator[str]:
@@ -72,11 +83,19 @@ def check_graph(config: Config) -> Iterator[str]:
             for number in node.agents:
                 if number not in extensions:
                     yield f"{where}.agents: no extension {number}"
-        if node.kind == "hunt_group" and len(node.members) > node.max_members:
-            yield (
-                f"{where}.members: {len(node.members)} members, more than max_members "
-                f"({node.max_members}); raise max_members if this is intended"
-            )
+        if node.kind == "hunt_group":
+            if len(node.members) > node.max_members:
+                yield (
+                    f"{where}.members: {len(node.members)} members, more than max_members "
+                    f"({node.max_members}); raise max_members if this is intended"
+                )
+            plan = dial_plan()
+            for member in node.members:
+                if plan.route(None, member, unrestricted=True).kind not in _MEMBER_ROUTES:
+                    yield (
+                        f"{where}.members: {member!r} reaches no extension, sibling office "
+                        f"or outside number"
+                    )
 
     yield from _loops_without_exit(config, where_of)
     yield from _unreachable(config, where_of)

@@ -183,3 +183,15 @@ async def test_other_extensions_may_not_change_the_mode(pbx) -> None:
     record = await pbx.last_record()
     assert (record.disposition, record.cause) == (Disposition.REJECTED, "mode_override_not_allowed")
     assert pbx.app.modes.current() == "day"
+
+
+def test_a_hunt_group_member_must_reach_someone() -> None:
+    group = """
+[[routing.nodes]]
+name = "main"
+kind = "hunt_group"
+members = ["202", "*49", "9212345678"]
+"""
+    assert errors_of(group) == [
+        "routing.nodes[0] (main).members: '*49' reaches no extension, sibling office or outside number"
+    ]
