@@ -53,7 +53,7 @@ class QueueNode(NodeBase):
         if self.leave_to and self.leave_key is None:
             raise ValueError(
                 "leave_to is set but leave_key is not: set the key callers press to leave "
-                "(e.g. leave_key = \"1\"), or remove leave_to"
+                '(e.g. leave_key = "1"), or remove leave_to'
             )
         return self
 

@@ -148,7 +148,9 @@ class QueueCall:
 
     def _sound(self, now: float) -> None:
         if self.soundtrack.due(now):
-            self.soundtrack.announce(self.sentences.comfort(self._position(), self._expected_wait()))
+            self.soundtrack.announce(
+                self.sentences.comfort(self._position(), self._expected_wait())
+            )
         sound = self.soundtrack.step(now, self.ctx.is_playing())
         if sound is not None:
             self.ctx.play(sound)
@@ -257,7 +259,9 @@ class QueueCall:
             self.ctx.stop_sound()
         self._record(outcome, agent=agent)
 
-    def _record(self, outcome: str, *, agent: str | None = None, waited_s: float | None = None) -> None:
+    def _record(
+        self, outcome: str, *, agent: str | None = None, waited_s: float | None = None
+    ) -> None:
         waited = self.loop.time() - self.arrival if waited_s is None else waited_s
         self.service.record(QueueCallRow(
             self.node.name, self.ctx.shown.number, self.arrival_utc, outcome,

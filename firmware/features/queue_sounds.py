@@ -87,7 +87,9 @@ class Announcements:
     def has_comfort(self) -> bool:
         return self.comfort_prompt is not None or self.announce_position or self.announce_wait
 
-    def _opening(self, prompt: str | None, position: int, expected_wait_s: float | None) -> list[str]:
+    def _opening(
+        self, prompt: str | None, position: int, expected_wait_s: float | None
+    ) -> list[str]:
         sounds = [sound_name(prompt)] if prompt else []
         if self.announce_position:
             sounds += position_announcement(position, self.language)

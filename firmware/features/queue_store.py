@@ -203,7 +203,8 @@ class QueueStore:
     def set_login(self, queue: str, agent: str, logged_in: bool, at: datetime) -> None:
         with self._connect() as connection:
             connection.execute(
-                "INSERT INTO queue_agents (queue, agent, logged_in, changed_utc) VALUES (?, ?, ?, ?)"
+                "INSERT INTO queue_agents (queue, agent, logged_in, changed_utc)"
+                " VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (queue, agent) DO UPDATE SET logged_in = excluded.logged_in,"
                 " changed_utc = excluded.changed_utc",
                 (queue, agent, int(logged_in), format_time(at)),

@@ -54,7 +54,9 @@ async def test_entry_announcement_at_once_then_music_then_comfort_after_five_sec
 
     entry_score, entry_start = prompt_start(heard, entry)
     assert entry_score > 0.9
-    assert -0.1 * RATE <= entry_start < 0.3 * RATE, f"entry prompt {entry_start / RATE:.2f} s after answer"
+    assert -0.1 * RATE <= entry_start < 0.3 * RATE, (
+        f"entry prompt {entry_start / RATE:.2f} s after answer"
+    )
     entry_end = entry_start + entry.size
     comfort_score, comfort_start = prompt_start(heard, comfort)
     assert comfort_score > 0.9

@@ -74,7 +74,9 @@ def ringing(pbx, agents: tuple[str, ...] = AGENTS) -> set[str]:
 async def wait_ringing(pbx, expected: set[str], timeout: float = 3.0) -> None:
     """Until exactly `expected` of the agents ring."""
     await pbx.sim.wait_until(
-        lambda: ringing(pbx) == expected, timeout, f"ringing {sorted(expected)} (is {sorted(ringing(pbx))})"
+        lambda: ringing(pbx) == expected,
+        timeout,
+        f"ringing {sorted(expected)} (is {sorted(ringing(pbx))})",
     )
 
 
@@ -92,7 +94,8 @@ def prompt_start(heard: np.ndarray, prompt: np.ndarray, window_s: float = 0.4) -
     window = int(window_s * 8000)
     reference = _loudest_window(prompt, window).astype(np.float64)
     offset = next(
-        start for start in range(0, max(prompt.size - reference.size, 0) + 1, 80)
+        start
+        for start in range(0, max(prompt.size - reference.size, 0) + 1, 80)
         if np.array_equal(prompt[start : start + reference.size], reference)
     )
     signal = heard.astype(np.float64)

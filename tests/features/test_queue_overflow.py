@@ -137,5 +137,11 @@ async def test_every_outcome_is_counted_and_queue_stats_reads_them(pbx, data_dir
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)
     assert row["queue"] == "main"
-    assert (row["offered"], row["answered"], row["abandoned"], row["overflowed"], row["left"]) == (5, 1, 1, 2, 1)
+    assert (row["offered"], row["answered"], row["abandoned"], row["overflowed"], row["left"]) == (
+        5,
+        1,
+        1,
+        2,
+        1,
+    )
     assert row["wait_max_s"] == tenths(stats.wait_max_ms)

@@ -104,7 +104,9 @@ async def test_fewest_calls_offers_the_agent_with_fewest_queue_calls_today(pbx) 
 
 
 @strategy("round_robin")
-async def test_round_robin_starts_after_the_last_to_answer_even_after_a_restart(pbx, data_dir, pbx_config) -> None:
+async def test_round_robin_starts_after_the_last_to_answer_even_after_a_restart(
+    pbx, data_dir, pbx_config
+) -> None:
     caller = await queue_call(pbx, "205", "202")
     await wait_ringing(pbx, {"203"}, timeout=2.0)  # 202 does not answer
     await answer_and_hang_up(pbx, "203", caller)

@@ -47,7 +47,9 @@ AGENTS = ("202", "203", "204", "205")
     ],
 )  # fmt: skip
 def test_agent_order(strategy, free, last_end, calls, last_answered, expected) -> None:
-    order = agent_order(strategy, AGENTS, free, last_end=last_end, calls=calls, last_answered=last_answered)
+    order = agent_order(
+        strategy, AGENTS, free, last_end=last_end, calls=calls, last_answered=last_answered
+    )
     assert order == expected
 
 
@@ -108,9 +110,16 @@ def node(**fields: object) -> QueueNode:
 
 def test_queue_defaults_follow_the_issue() -> None:
     queue = node()
-    assert (queue.max_waiting, queue.strategy, queue.agents_start_logged_in) == (10, "ring_all", True)
+    assert (queue.max_waiting, queue.strategy, queue.agents_start_logged_in) == (
+        10,
+        "ring_all",
+        True,
+    )
     assert queue.destinations() == ("",)
-    assert node(leave_key="1", leave_to="voicemail", overflow="night").destinations() == ("night", "voicemail")
+    assert node(leave_key="1", leave_to="voicemail", overflow="night").destinations() == (
+        "night",
+        "voicemail",
+    )
 
 
 @pytest.mark.parametrize(
@@ -166,7 +175,13 @@ def test_the_statistics_add_up_per_queue(stats_db) -> None:
     connection = open_readonly(stats_db / "queues.sqlite3")
     sales, support, empty = queue_stats(connection, configured=("sales", "zz-empty"))
     connection.close()
-    assert (sales.offered, sales.answered, sales.abandoned, sales.overflowed, sales.left) == (7, 2, 2, 2, 1)
+    assert (sales.offered, sales.answered, sales.abandoned, sales.overflowed, sales.left) == (
+        7,
+        2,
+        2,
+        2,
+        1,
+    )
     assert sales.answered_wait_avg_ms == 1501  # 3001 / 2 = 1500.5: halves up
     assert sales.abandoned_wait_avg_ms == 3750
     # Everyone who waited (not the overflow on arrival): 311201 / 6 = 51866.8
@@ -259,7 +274,10 @@ def test_the_store_reads_back_agents_memory_and_recent_waits(tmp_path) -> None:
     store.add_call(QueueCallRow("sales", "", at("2026-06-01T10:00:00"), "abandoned", 99))
     state = QueueStore(tmp_path / "queues.sqlite3").load()
     assert state.logins == {("sales", "202"): True, ("sales", "203"): False}
-    assert state.calls_today == {("sales", "202"): ("2026-06-01", 4), ("sales", "204"): ("2026-06-01", 1)}
+    assert state.calls_today == {
+        ("sales", "202"): ("2026-06-01", 4),
+        ("sales", "204"): ("2026-06-01", 1),
+    }
     assert state.last_answered == {"sales": "204"}
     assert state.last_end == {"204": at("2026-06-01T09:00:00").timestamp()}
     assert state.answered_waits == {"sales": list(range(2, 12))}  # the last ten, oldest first
