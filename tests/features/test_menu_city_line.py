@@ -4,7 +4,8 @@ Key 1 in the main menu opens the sales menu, key 2 there rings 203 (2 also start
 extension numbers, so it waits the inter-digit time first); dialling 203 during the
 greeting goes straight there and the greeting stops at the first digit; no key goes to
 the timeout destination; two invalid keys each get "invalid option" and then the invalid
-destination. Every check is on what the line hears or which phone rings.
+destination. Every check is on what the line hears or which phone rings. An extension
+dialling the menu's number keys through it with the card's digit events.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ MENUS = """
 [[routing.nodes]]
 name = "main"
 kind = "menu"
+number = "650"
 greeting = "office_closed"
 keys = { "1" = "sales", "0" = "201" }
 inter_digit_s = 0.6
@@ -140,3 +142,25 @@ async def test_invalid_keys_get_the_invalid_prompt_then_the_invalid_destination(
     record = await pbx.last_record()
     assert record.cause == "announcement:thank_you_for_calling"
     assert record.answered_extension is None
+
+
+async def test_an_extension_dials_the_menu_by_its_number_and_keys_on_the_phone(pbx) -> None:
+    caller, accounts = pbx.phone("204"), pbx.phone("203")
+    caller.off_hook()
+    await pbx.wait_state("204", LegState.DIALLING)
+    mark = caller.mark()
+    await caller.dial("650")
+    assert await hears_prompt(pbx, caller, "office_closed", mark)
+    mark = caller.mark()
+    await caller.dial("1")  # the card's digit events, not audio
+    assert await hears_prompt(pbx, caller, "connecting", mark)
+    await caller.dial("2")
+    await pbx.wait_state("203", LegState.ALERTING)
+    accounts.off_hook()
+    await pbx.wait_state("204", LegState.CONNECTED)
+    await pbx.speech_both_ways(caller, accounts)
+    caller.on_hook()
+    record = await pbx.last_record()
+    assert (record.caller_number, record.dialled) == ("204", "650")
+    assert (record.disposition, record.answered_extension) == (Disposition.ANSWERED, "203")
+    accounts.on_hook()
