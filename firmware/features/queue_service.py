@@ -83,7 +83,7 @@ class QueueService:
             if self.store is None:
                 self._applied = True
                 return
-            self._loaded = asyncio.wrap_future(self._submit(self.store.load))
+            self._loaded = asyncio.wrap_future(self._submit(self._load, self.store))
         try:
             state = await asyncio.shield(self._loaded)
         except Exception as error:
@@ -96,6 +96,12 @@ class QueueService:
         if not self._applied:
             self._applied = True
             self._apply(state)
+
+    def _load(self, store: QueueStore) -> StoredState:
+        """On the database thread: the stored state, and the site's time zone read from
+        disk once (ZoneInfo caches it) so counting today's calls never reads it on the loop."""
+        ZoneInfo(self.calls.config.site.timezone)
+        return store.load()
 
     def _apply(self, state: StoredState) -> None:
         self.logins.update(state.logins)
