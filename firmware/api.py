@@ -45,6 +45,7 @@ class ControlServer:
             "reload": self._reload,
             "sim": self._sim,
             "selftest": self._selftest,
+            "line_calibrate": self._line_calibrate,
         }
 
     async def start(self, path: Path) -> None:
@@ -151,3 +152,16 @@ class ControlServer:
 
         result = await selftest_call(self.app, str(request["a"]), str(request["b"]))
         return {"result": result}
+
+    async def _line_calibrate(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Call out on a city line and learn its disconnect tone (docs/disconnect-supervision.md)."""
+        from firmware.lines.calibration import calibrate_configured_line
+
+        result = await calibrate_configured_line(
+            self.app,
+            str(request["line"]),
+            str(request["number"]),
+            seconds=float(request.get("seconds", 12.0)),
+            probe=bool(request.get("probe", True)),
+        )
+        return {"calibration": result}
