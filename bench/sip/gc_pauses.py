@@ -140,6 +140,9 @@ async def main(args: argparse.Namespace) -> None:
             health = app.mixer.health()
             print(f"mixer: frames dropped {health.frames_dropped}, late p99 "
                   f"{health.late_p99_ms} ms, max {health.late_max_ms} ms (last minute)")
+            lane = getattr(app.rtp, "_lane", None)
+            if lane is not None:
+                print(f"RTP fast lane: legs entered {lane.entered}, left {lane.left}")
             for name, count in peak_census:
                 print(f"  {count:8d}  {name}")
         finally:
