@@ -18,8 +18,9 @@ chord) when the fraction is at least ``min_energy_fraction`` and the levels are 
 Per burst (a run of on frames): the phase advance of the phasors from frame to frame (the
 pulse-pair estimator) gives the burst's **frequency to a fraction of a hertz**, although a
 single 20 ms frame cannot tell 425 Hz from 440 Hz. A burst whose frequency is more than
-``frequency_tolerance`` off, whose level is not flat (a plucked or decaying note), is not
-the tone.
+``frequency_tolerance`` off, whose level is not flat (a plucked or decaying note), or whose
+2nd and 3rd harmonics are stronger than ``max_harmonic_db`` (any instrument or voice; an
+exchange's generator is clean) is not the tone.
 
 Per cadence: the last ``cycles`` whole cycles of bursts and gaps must match the tone's
 cadence (each segment within ±max(``relative_tolerance``, ``absolute_tolerance_ms``)),
@@ -71,6 +72,7 @@ class DisconnectCriteria:
     regularity_ms: float = 45.0
     max_level_spread_db: float = 3.0
     max_burst_dip_db: float = 4.0
+    max_harmonic_db: float = -15.0  # 2nd + 3rd harmonics vs the tone, over a burst
     continuous_ms: float = 3000.0
 
     def __post_init__(self) -> None:
@@ -90,6 +92,7 @@ class _Chord:
     nominal: int  # index of scale 1.0
     rotation: tuple[complex, ...]  # expected phasor advance per frame at each frequency
     inverse_rows: tuple[tuple[tuple[float, ...], ...], ...]  # ``inverses`` as Python floats
+    harmonics: np.ndarray  # (samples, k) orthonormal: 2f and 3f of each component
 
 
 @lru_cache(maxsize=64)
@@ -112,7 +115,19 @@ def _chord(
     frame_s = length / sample_rate
     rotation = tuple(cmath.exp(1j * 2 * np.pi * f * frame_s) for f in frequencies)
     rows = tuple(tuple(tuple(float(v) for v in row) for row in inverse) for inverse in inverses)
-    return _Chord(frequencies, np.hstack(blocks), np.stack(inverses), count // 2, rotation, rows)
+    overtones = [
+        multiple * f
+        for f in frequencies
+        for multiple in (2, 3)
+        if multiple * f < sample_rate / 2 - 100
+    ]
+    columns = [np.cos(2 * np.pi * f * time) for f in overtones] + [
+        np.sin(2 * np.pi * f * time) for f in overtones
+    ]
+    harmonics = np.linalg.qr(np.column_stack(columns))[0] if columns else np.zeros((length, 0))
+    return _Chord(
+        frequencies, np.hstack(blocks), np.stack(inverses), count // 2, rotation, rows, harmonics
+    )
 
 
 def _apply(matrix: tuple[tuple[float, ...], ...], vector: list[float]) -> list[float]:
@@ -132,6 +147,7 @@ class FrameFeatures:
 
     labels: np.ndarray
     tone_power: np.ndarray
+    harmonic_power: np.ndarray  # mean square in the label's 2nd and 3rd harmonics
     frame_power: np.ndarray
     phasors: np.ndarray  # (frames, 2) complex
 
@@ -150,13 +166,15 @@ class FrameAnalyser:
         self.chords = [_chord(c, frame_length, grid_tolerance, sample_rate) for c in chords]
         self.frame_length = frame_length
         self.sample_rate = sample_rate
-        self.basis = np.hstack([chord.basis for chord in self.chords])
+        self.basis = np.hstack([np.hstack([c.basis, c.harmonics]) for c in self.chords])
         self._slices: list[slice] = []
+        self._harmonic_slices: list[slice] = []
         start = 0
         for chord in self.chords:
-            width = chord.basis.shape[1]
+            width, extra = chord.basis.shape[1], chord.harmonics.shape[1]
             self._slices.append(slice(start, start + width))
-            start += width
+            self._harmonic_slices.append(slice(start + width, start + width + extra))
+            start += width + extra
         self.min_fraction = criteria.min_energy_fraction
         self.max_twist_db = criteria.max_twist_db
         self._min_component_power = ZERO_DBM0_POWER * 10 ** (criteria.min_level_dbm0 / 10)
@@ -173,23 +191,24 @@ class FrameAnalyser:
         energy = np.einsum("ij,ij->i", block, block)
         labels = np.full(count, OFF_LABEL, dtype=np.int64)
         tone_power = np.zeros(count)
+        harmonic_power = np.zeros(count)
         phasors = np.zeros((count, 2), dtype=np.complex128)
         loud = np.flatnonzero(energy >= self._min_frame_energy)
         if loud.size:
-            self._fit(block[loud], energy[loud], loud, labels, tone_power, phasors)
-        return FrameFeatures(labels, tone_power, energy / length, phasors)
+            self._fit(block[loud], energy[loud], loud, labels, tone_power, harmonic_power, phasors)
+        return FrameFeatures(labels, tone_power, harmonic_power, energy / length, phasors)
 
-    def analyse_frame(self, frame: np.ndarray) -> tuple[int, float, tuple[complex, complex]]:
-        """One frame: (label, tone power, phasors), as ``analyse`` gives, in plain Python
+    def analyse_frame(self, frame: np.ndarray) -> tuple[int, float, float, tuple[complex, complex]]:
+        """One frame: (label, tone power, harmonic power, phasors) as ``analyse`` gives, in plain Python
         after two small matrix products (numpy's per-call cost dominates a single frame)."""
         samples = np.asarray(frame, dtype=np.float64)
         if samples.shape != (self.frame_length,):
             raise ValueError(f"expected one frame of {self.frame_length} samples")
         energy = float(samples @ samples)
         if energy < self._min_frame_energy:
-            return OFF_LABEL, 0.0, (0j, 0j)
+            return OFF_LABEL, 0.0, 0.0, (0j, 0j)
         projections = (samples @ self.basis).tolist()
-        best: tuple[int, float, tuple[complex, complex]] = (OFF_LABEL, 0.0, (0j, 0j))
+        best: tuple[int, float, float, tuple[complex, complex]] = (OFF_LABEL, 0.0, 0.0, (0j, 0j))
         best_fraction = 0.0
         for label, chord in enumerate(self.chords):
             width = 2 * len(chord.frequencies)
@@ -213,7 +232,9 @@ class FrameAnalyser:
             weights = _apply(chord.inverse_rows[chord.nominal], own[start : start + width])
             phasors = [complex(weights[i], -weights[i + 1]) for i in range(0, width, 2)]
             phasors.append(0j)
-            best = (label, sum(powers), (phasors[0], phasors[1]))
+            overtones = projections[self._harmonic_slices[label]]
+            harmonic = sum(value * value for value in overtones) / self.frame_length
+            best = (label, sum(powers), harmonic, (phasors[0], phasors[1]))
             best_fraction = fraction
         return best
 
@@ -224,6 +245,7 @@ class FrameAnalyser:
         rows: np.ndarray,
         labels: np.ndarray,
         tone_power: np.ndarray,
+        harmonic_power: np.ndarray,
         phasors: np.ndarray,
     ) -> None:
         projections = block @ self.basis
@@ -256,6 +278,8 @@ class FrameAnalyser:
             targets = rows[accepted]
             labels[targets] = label
             tone_power[targets] = component_power[level_ok].sum(axis=1)
+            overtones = projections[accepted][:, self._harmonic_slices[label]]
+            harmonic_power[targets] = np.einsum("ij,ij->i", overtones, overtones) / block.shape[1]
             nominal = chord.inverses[chord.nominal] @ own[accepted, chord.nominal].T
             phasors[targets] = 0
             phasors[targets, : len(chord.frequencies)] = (nominal[0::2] - 1j * nominal[1::2]).T
@@ -270,6 +294,7 @@ class Run:
     frames: int
     start_seen: bool
     tone_power: list[float] = field(default_factory=list)  # on-runs: per frame (0 if blip)
+    harmonic_power: list[float] = field(default_factory=list)
     phasors: list[tuple[complex, complex]] = field(default_factory=list)
     matched: list[bool] = field(default_factory=list)  # frame label == run label
     next_judgement: int = 0  # continuous tones: frames at which the run is judged next
@@ -285,6 +310,7 @@ class _Burst:
     offsets: tuple[float, ...]
     level_db: float
     dip_db: float
+    harmonic_db: float
 
 
 @dataclass(frozen=True)
@@ -369,8 +395,8 @@ class DisconnectToneDetector:
         """One frame (the mixer's int16 row); True once a tone was recognised (latched)."""
         if self.detection is not None:
             return True
-        label, power, phasors = self.analyser.analyse_frame(frame)
-        self._step(label, power, phasors)
+        label, power, harmonic, phasors = self.analyser.analyse_frame(frame)
+        self._step(label, power, harmonic, phasors)
         return self.detection is not None
 
     def scan(self, samples: np.ndarray) -> Detection | None:
@@ -392,9 +418,10 @@ class DisconnectToneDetector:
                 self._step_off_frames(int(stop - first))
                 continue
             powers = features.tone_power[first:stop].tolist()
+            harmonics = features.harmonic_power[first:stop].tolist()
             phasors = features.phasors[first:stop].tolist()
-            for power, phasor in zip(powers, phasors, strict=True):
-                self._step(label, power, (phasor[0], phasor[1]))
+            for power, harmonic, phasor in zip(powers, harmonics, phasors, strict=True):
+                self._step(label, power, harmonic, (phasor[0], phasor[1]))
                 if self.detection is not None:
                     break
         return self.detection
@@ -403,13 +430,15 @@ class DisconnectToneDetector:
 
     def _step_off_frames(self, count: int) -> None:
         """``count`` off frames: the first may end a run, the rest only extend the off run."""
-        self._step(OFF_LABEL, 0.0, (0j, 0j))
+        self._step(OFF_LABEL, 0.0, 0.0, (0j, 0j))
         if count > 1 and self.detection is None:
             assert self._current is not None
             self._current.frames += count - 1
             self._frame += count - 1
 
-    def _step(self, label: int, power: float, phasor: tuple[complex, complex]) -> None:
+    def _step(
+        self, label: int, power: float, harmonic: float, phasor: tuple[complex, complex]
+    ) -> None:
         current = self._current
         frame = self._frame
         self._frame += 1
@@ -422,7 +451,7 @@ class DisconnectToneDetector:
                 if previous.label == label:
                     self._absorb(previous, current)
                     self._current = current = previous
-                    self._add_frame(current, label, power, phasor)
+                    self._add_frame(current, label, power, harmonic, phasor)
                     self._check_continuous(current)
                     return
                 previous.frames += current.frames
@@ -433,7 +462,7 @@ class DisconnectToneDetector:
             if self.detection is not None:
                 return
             self._current = current = self._new_run(label, frame, start_seen=True)
-        self._add_frame(current, label, power, phasor)
+        self._add_frame(current, label, power, harmonic, phasor)
         self._check_continuous(current)
 
     @staticmethod
@@ -441,12 +470,15 @@ class DisconnectToneDetector:
         return Run(label, frame, 0, start_seen)
 
     @staticmethod
-    def _add_frame(run: Run, label: int, power: float, phasor: tuple[complex, complex]) -> None:
+    def _add_frame(
+        run: Run, label: int, power: float, harmonic: float, phasor: tuple[complex, complex]
+    ) -> None:
         run.frames += 1
         if run.label != OFF_LABEL and len(run.matched) < _STORED_RUN_FRAMES:
             same = label == run.label
             run.matched.append(same)
             run.tone_power.append(power if same else 0.0)
+            run.harmonic_power.append(harmonic if same else 0.0)
             run.phasors.append(phasor if same else (0j, 0j))
 
     def _absorb(self, previous: Run, blip: Run) -> None:
@@ -462,6 +494,7 @@ class DisconnectToneDetector:
             if len(previous.matched) < _STORED_RUN_FRAMES:
                 previous.matched.append(False)
                 previous.tone_power.append(0.0)
+                previous.harmonic_power.append(0.0)
                 previous.phasors.append((0j, 0j))
 
     def _complete(self, run: Run) -> None:
@@ -533,6 +566,7 @@ class DisconnectToneDetector:
         return (
             all(abs(offset) <= tolerance for offset in burst.offsets)
             and burst.dip_db <= self.criteria.max_burst_dip_db
+            and burst.harmonic_db <= self.criteria.max_harmonic_db
         )
 
     def _burst(self, run: Run) -> _Burst | None:
@@ -566,7 +600,10 @@ class DisconnectToneDetector:
         mean = sum(interior) / len(interior)
         level_db = 10 * math.log10(mean / ZERO_DBM0_POWER)
         dip_db = 10 * math.log10(mean / max(min(interior), 1e-30))
-        return _Burst(tuple(offsets), level_db, dip_db)
+        tone_total = sum(p for p, same in zip(run.tone_power, matched, strict=True) if same)
+        harmonic_total = sum(h for h, same in zip(run.harmonic_power, matched, strict=True) if same)
+        harmonic_db = 10 * math.log10(max(harmonic_total, 1e-30) / tone_total)
+        return _Burst(tuple(offsets), level_db, dip_db, harmonic_db)
 
 
 class SilenceTimer:
