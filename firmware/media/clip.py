@@ -181,24 +181,39 @@ def caller_id_info(
     transliterated to ASCII (accents dropped, "ø" -> "o") and cut to the format's limit.
     ``private`` withholds both (reason "P").
     """
-    limits = LIMITS[message_format]
     date_time = ClipDateTime.from_datetime(when) if when is not None else None
     if private:
-        name_absence = Absence.PRIVATE if limits.name else None
-        return CallerIdInfo(
-            number_absence=Absence.PRIVATE, name_absence=name_absence, date_time=date_time
+        info = CallerIdInfo(
+            number_absence=Absence.PRIVATE, name_absence=Absence.PRIVATE, date_time=date_time
         )
-    fits = bool(number) and is_valid_number(number) and len(number) <= limits.number
-    if message_format is MessageFormat.BELL_SDMF and number and number.startswith("+"):
-        fits = False
-    ascii_name = to_display_ascii(name or "")[: limits.name].strip()
-    return CallerIdInfo(
-        number=number if fits else None,
-        number_absence=None if fits else Absence.UNAVAILABLE,
-        name=ascii_name or None,
-        name_absence=None if ascii_name or not limits.name else Absence.UNAVAILABLE,
-        date_time=date_time,
-    )
+    else:
+        valid = bool(number) and is_valid_number(number or "")
+        shown = to_display_ascii(name or "").strip()
+        info = CallerIdInfo(
+            number=number if valid else None,
+            number_absence=None if valid else Absence.UNAVAILABLE,
+            name=shown or None,
+            name_absence=None if shown else Absence.UNAVAILABLE,
+            date_time=date_time,
+        )
+    return fit_to_format(info, message_format)
+
+
+def fit_to_format(info: CallerIdInfo, message_format: MessageFormat) -> CallerIdInfo:
+    """``info`` as ``message_format`` can carry it (see ``caller_id_info``)."""
+    limits = LIMITS[MessageFormat(message_format)]
+    number, number_absence = info.number, info.number_absence
+    too_long = number is not None and len(number) > limits.number
+    plus_on_sdmf = message_format is MessageFormat.BELL_SDMF and (number or "").startswith("+")
+    if too_long or plus_on_sdmf:
+        number, number_absence = None, Absence.UNAVAILABLE
+    if not limits.name:
+        return CallerIdInfo(number, None, number_absence, None, info.date_time)
+    name = to_display_ascii(info.name)[: limits.name].strip() if info.name else None
+    name_absence = info.name_absence
+    if not name:
+        name, name_absence = None, name_absence or Absence.UNAVAILABLE
+    return CallerIdInfo(number, name, number_absence, name_absence, info.date_time)
 
 
 def to_display_ascii(text: str) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from firmware.media import fsk
 from firmware.media.clip import (
+    Absence,
     CallerIdInfo,
     ClipError,
     DtmfClipStyle,
@@ -32,6 +33,7 @@ from firmware.media.clip import (
     decode_message,
     encode_dtmf_clip,
     encode_message,
+    fit_to_format,
     message_complete,
 )
 from firmware.media.dtmf_detect import DtmfDigit, detect_dtmf
@@ -193,23 +195,23 @@ class SpillPlan:
         """From the first step to the start of normal ringing."""
         return sum(step.duration_ms for step in self.steps)
 
-    def line_audio(self, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    def line_audio(self) -> np.ndarray:
         """The port's audio over the whole plan (silence while ringing or pausing), int16."""
         pieces = []
         for step in self.steps:
             if step.samples is not None:
                 pieces.append(step.samples)
             else:
-                pieces.append(np.zeros(step.duration_ms * sample_rate // 1000, np.int16))
+                pieces.append(np.zeros(_samples(step.duration_ms), np.int16))
         return np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
 
-    def line_events(self, sample_rate: int = SAMPLE_RATE) -> list[tuple[int, str]]:
+    def line_events(self) -> list[tuple[int, str]]:
         """(sample, event) an FXO on the far end would see: ring_started, ring_stopped,
         polarity_reversed (a restore is a reversal too), in the time of ``line_audio``."""
         events: list[tuple[int, str]] = []
         position = 0
         for step in self.steps:
-            length = step.duration_ms * sample_rate // 1000
+            length = _samples(step.duration_ms)
             if step.kind is StepKind.RING:
                 events += [(position, "ring_started"), (position + length, "ring_stopped")]
             elif step.kind in (StepKind.REVERSE_POLARITY, StepKind.RESTORE_POLARITY):
@@ -227,11 +229,16 @@ def build_spill(
 ) -> SpillPlan:
     """The plan for announcing ``info`` on an FXS port rung with ``ring_cadence_ms``.
 
-    ``info`` should come from ``clip.caller_id_info`` with the profile's message format,
-    so it fits.  After a first ring the data goes in the longest pause of the first
-    cadence cycle; the pause after the data is stretched to fill it.
+    ``info`` is fitted to what the profile can carry first (``clip.fit_to_format``; DTMF
+    carries digits only), so a number is never cut: ``plan.info`` is what is sent.  After
+    a first ring the data goes in the longest pause of the first cadence cycle; the pause
+    after the data is stretched to fill it.
     """
+    info = fit_to_format(info, profile.message_format)
     if profile.signalling is Signalling.DTMF:
+        if info.number is not None and not info.number.isdigit():
+            info = CallerIdInfo(number_absence=Absence.UNAVAILABLE)
+        info = CallerIdInfo(info.number, number_absence=info.number_absence)
         payload: bytes | str = encode_dtmf_clip(info, profile.dtmf_style)
         data = dtmf_samples(
             payload, profile.dtmf_on_ms, profile.dtmf_off_ms, profile.dtmf_level_dbm0
@@ -326,6 +333,9 @@ class ClipResult(NamedTuple):
 
 NOTHING_HEARD = "no caller ID heard"
 LINE_EVENTS = ("ring_started", "ring_stopped", "polarity_reversed")  # ClipReceiver methods
+# Data comes 500 ms or more after a ring (ETSI, GR-30): a ring starting sooner after the
+# first belongs to the same ring pattern, and the window opens after it instead.
+CADENCE_GAP_MS = 450
 
 
 def decode_spill(
@@ -388,7 +398,8 @@ class ClipReceiver:
     The profile's start condition says where the spill is looked for:
 
     * AFTER_FIRST_RING and RING_PULSE: from the end of the first ring to the start of the
-      next (a ring pulse is a short first ring);
+      next (a ring pulse is a short first ring; the bursts of a double ring less than
+      ``CADENCE_GAP_MS`` apart count as one ring);
     * BEFORE_FIRST_RING: the audio (at most ``window_ms``) before the first ring;
     * POLARITY_REVERSAL: the same, and from a reversal on the spill is decoded as it
       arrives, so the caller is known before the first ring.
@@ -405,6 +416,7 @@ class ClipReceiver:
         self.sample_rate = sample_rate
         self._limit = window_ms * sample_rate // 1000
         self._attempt_every = 200 * sample_rate // 1000
+        self._cadence_gap = CADENCE_GAP_MS * sample_rate // 1000
         self.reset()
 
     def reset(self) -> None:
@@ -459,7 +471,12 @@ class ClipReceiver:
         self._rings += 1
         if self.result is not None:
             return None
-        if self._open and (self._eager or self.profile.start in _BEFORE_RING):
+        after_ring = self.profile.start in _AFTER_RING
+        if after_ring and self._eager and self._opened_for < self._cadence_gap:
+            # a double ring (UK 400/200/400 ms): data only comes after the whole pattern
+            self._rings, self._open, self._eager = 1, False, False
+            return None
+        if self._open and (self._eager or not after_ring):
             return self._finish()
         return None
 

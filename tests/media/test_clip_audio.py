@@ -384,3 +384,25 @@ def test_profile_with_dtmf_has_no_fsk_standard():
         _ = PROFILES["dtmf"].fsk_standard
     assert PROFILES["etsi"].fsk_standard is fsk.V23
     assert PROFILES["bell"].start is StartCondition.AFTER_FIRST_RING
+
+
+@pytest.mark.parametrize("name", ["etsi", "bell_sdmf"])
+def test_after_a_double_ring_the_window_opens_after_the_whole_pattern(name):
+    profile = PROFILES[name]
+    plan = build_spill(_info(profile), profile, ring_cadence_ms=(400, 200, 400, 2000))
+    audio, events = _line(plan, -20.0, snr_db=20.0)
+    assert [event for _, event in events][:4] == ["ring_started", "ring_stopped"] * 2
+    result, _ = replay(ClipReceiver(profile), audio, events)
+    assert result.info == _info(profile)
+
+
+def test_a_plan_sends_only_what_its_format_can_carry():
+    wide = CallerIdInfo(number="+4930123456789", name="Zoë Müller", date_time=(1, 2, 3, 4))
+    dtmf = build_spill(wide, PROFILES["dtmf"])
+    assert dtmf.payload == "B00C"
+    assert dtmf.info == CallerIdInfo(number_absence=Absence.UNAVAILABLE)
+    sdmf = build_spill(wide, PROFILES["bell_sdmf"])
+    assert sdmf.info == CallerIdInfo(number_absence=Absence.UNAVAILABLE, date_time=(1, 2, 3, 4))
+    assert sdmf.payload[2:] == b"01020304O" + bytes([sdmf.payload[-1]])
+    etsi = build_spill(wide, PROFILES["etsi"])
+    assert etsi.info.number == "+4930123456789" and etsi.info.name == "Zoe Muller"
