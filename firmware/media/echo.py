@@ -56,11 +56,17 @@ _POWER_FLOOR = dbm0_to_power(-80.0)
 _NOISE_START = dbm0_to_power(-70.0)
 _NOISE_RISE = 10.0 ** (3.0 / 10.0 / 50.0)  # the noise floor may rise 3 dB per second
 _COPY_RATIO = 0.5  # background at least 3 dB better than foreground: copy it
+_COPY_CANCELLED = 0.1  # ... and at least 10 dB under the near end
 _RESET_RATIO = 8.0  # background 9 dB worse than foreground: it diverged, restart from it
 _POWER_DECAY = 0.9  # per sub-block: the per-bin far-end power normalising the step
 _SUB_BLOCKS = 2
 _REGULARISATION = 0.01
 _ENERGY_SMOOTHING = 0.3
+_LEAKAGE_RATE = 0.1  # per frame
+_LEAKAGE_OUTLIER = 8.0  # a frame's residual share 9 dB above the learnt one is not averaged
+_LEAKAGE_RISE = 1.02  # per outlying frame (0.09 dB): 4 dB per second of a changed path
+_NEAR_TALK_MARGIN = 16.0  # 12 dB: a residual this far above the expected is near-end speech
+_STUCK_NEAR_TALK_FRAMES = 30  # far-active frames (0.6 s) of it without a pause: a new path
 _CONVERGED_DB = 12.0  # smoothed ERLE from which the echo path's peak gain is trusted
 _ECHO_PEAK_DECAY = 0.995  # per frame: the learnt peak gain fades by half in ~3 s  # per frame, ~60 ms for the filter comparison
 _DELAY_SMOOTHING = 0.9  # cross-spectrum memory: 10 samples, ~0.4 s of far-end activity
@@ -69,6 +75,7 @@ _DELAY_EVERY_FRAMES = 6  # look for the bulk delay every 120 ms (two looks must 
 _DELAY_MIN_FRAMES = 4  # sampled frames of far-end activity before the first look
 _DELAY_TOLERANCE = 16  # samples (2 ms): looks that agree; a smaller move is not made
 _DELAY_CONFIDENCE = 6.0  # peak over the correlation's rms
+_DELAY_UNIQUE = 1.5  # peak over the best lag more than 2 ms away
 
 
 @dataclass(frozen=True)
@@ -161,11 +168,8 @@ class EchoCanceller:
         self._geigel_hold = np.zeros(channels, dtype=np.int64)
         self._smoothed_error = np.zeros((2, channels))
         self._smoothed_near = np.zeros(channels)
+        self._smoothed_input = np.zeros(channels)
         self._smoothed_residual = np.zeros(channels)
-        self._mean_error = np.zeros(channels)
-        self._mean_estimate = np.zeros(channels)
-        self._covariance = np.zeros(channels)
-        self._variance = np.zeros(channels)
         self._leakage = np.ones(channels)
         self._nlp_gain = np.ones(channels)
         self._nlp_hold = np.zeros(channels, dtype=np.int64)
@@ -174,6 +178,7 @@ class EchoCanceller:
         self._cross_spectrum = np.zeros((channels, self.search_size // 2 + 1), dtype=complex)
         self._search_frames = np.zeros(channels, dtype=np.int64)
         self._last_estimate = np.full(channels, -1, dtype=np.int64)
+        self._near_talk_frames = np.zeros(channels, dtype=np.int64)
         self._echo_peak = np.zeros(channels)
         self._frames = 0
         self._double_talk = np.zeros(channels, dtype=bool)
@@ -210,11 +215,8 @@ class EchoCanceller:
         self._geigel_hold[rows] = 0
         self._smoothed_error[:, rows] = 0.0
         self._smoothed_near[rows] = 0.0
+        self._smoothed_input[rows] = 0.0
         self._smoothed_residual[rows] = 0.0
-        self._mean_error[rows] = 0.0
-        self._mean_estimate[rows] = 0.0
-        self._covariance[rows] = 0.0
-        self._variance[rows] = 0.0
         self._leakage[rows] = 1.0
         self._nlp_gain[rows] = 1.0
         self._nlp_hold[rows] = 0
@@ -223,6 +225,7 @@ class EchoCanceller:
         self._cross_spectrum[rows] = 0.0
         self._search_frames[rows] = 0
         self._last_estimate[rows] = -1
+        self._near_talk_frames[rows] = 0
         self._echo_peak[rows] = 0.0
         self._double_talk[rows] = False
         self._suppressing[rows] = False
@@ -259,32 +262,53 @@ class EchoCanceller:
             geigel & far_active, GEIGEL_HANGOVER_FRAMES, np.maximum(self._geigel_hold - 1, 0)
         )
         double_talk = self._geigel_hold > 0
-        single_talk = far_active & ~double_talk
-        adapting = bool(single_talk.any())
-        step = np.where(single_talk, STEP, 0.0)[:, None]
 
-        estimates = np.empty((2, self.channels, frame))
+        # the foreground does not change within a frame: its output first, for the energy test
+        foreground = np.fft.irfft(self._weights[0][:, None] * spectra, size)[..., size - block :]
+        foreground = foreground.reshape(self.channels, frame)
+        residual = near - foreground
+        residual_power = np.einsum("cs,cs->c", residual, residual) / frame
+        echo_power = np.einsum("cs,cs->c", foreground, foreground) / frame
+        noise_power = self._noise_spectrum @ self._parseval
+        residual_echo = self._leakage * echo_power
+        expected = residual_echo + noise_power
+        near_talk = far_active & (residual_power > NLP_MARGIN * expected)
+        # energy refinement of Geigel: once converged, a residual well above the expected one
+        # is near-end speech too; if it lasts (far-active frames) it is a changed echo path
+        self._near_talk_frames = np.where(
+            near_talk, self._near_talk_frames + 1, np.where(far_active, 0, self._near_talk_frames)
+        )
+        refined = far_active & (residual_power > _NEAR_TALK_MARGIN * expected)
+        refined &= self._erle() >= _CONVERGED_DB
+        refined &= self._near_talk_frames <= _STUCK_NEAR_TALK_FRAMES
+        single_talk = far_active & ~double_talk & ~refined
+        step = np.where(single_talk, STEP, 0.0)[:, None]
+        adapting = bool(single_talk.any())
+
+        background = np.empty((self.channels, frame))
         for index in range(self.sub_blocks):
             part = slice(index * block, (index + 1) * block)
             spectrum = spectra[:, index]
-            estimates[..., part] = np.fft.irfft(self._weights * spectrum, size)[..., size - block :]
+            background[:, part] = np.fft.irfft(self._weights[1] * spectrum, size)[:, size - block :]
+            power = self._far_power
+            np.maximum(power * _POWER_DECAY, spectrum.real**2 + spectrum.imag**2, out=power)
             if adapting:
-                self._adapt(spectrum, near[:, part] - estimates[1, :, part], step)
-        errors = near - estimates  # (2: foreground, background; channels; frame)
-        error_power = np.einsum("fcs,fcs->fc", errors, errors) / frame
-        estimate_power = np.einsum("fcs,fcs->fc", estimates, estimates) / frame
+                self._adapt(spectrum, near[:, part] - background[:, part], step)
+        background_error = near - background
+        background_power = np.einsum("cs,cs->c", background_error, background_error) / frame
         near_power = np.einsum("cs,cs->c", near, near) / frame
-        self._learn_leakage(error_power[0], estimate_power[0], single_talk)
-        self._compare_filters(error_power, far_active)
-        self._track_erle(near_power, error_power[0], single_talk)
-        echo_peak = np.abs(estimates[0]).max(axis=1)
+        self._learn_leakage(residual_power, echo_power, single_talk)
+        self._compare_filters(np.stack((residual_power, background_power)), near_power, far_active)
+        self._track_erle(near_power, residual_power, single_talk)
+        echo_peak = np.abs(foreground).max(axis=1)
         ratio = np.where(single_talk, echo_peak / np.maximum(far_peak, 1.0), 0.0)
         self._echo_peak = np.maximum(self._echo_peak * _ECHO_PEAK_DECAY, ratio)
         if self.max_delay and not self._frames % _DELAY_ACCUMULATE_EVERY:
             self._search_delay(near, single_talk)
-        self._double_talk = double_talk
+        self._double_talk = double_talk | refined
         self._frames += 1
-        return self._non_linear(errors[0], error_power[0], estimate_power[0], far_active)
+        audible = residual_echo > 0.25 * noise_power  # echo 6 dB under the noise is masked
+        return self._non_linear(residual, far_active & ~double_talk & ~near_talk & audible)
 
     def _geigel_threshold(self) -> np.ndarray:
         """Half the far peak as a rule (an ERL of 6 dB or more); once the echo path is
@@ -301,19 +325,16 @@ class EchoCanceller:
     def _learn_leakage(
         self, error_power: np.ndarray, estimate_power: np.ndarray, single_talk: np.ndarray
     ) -> None:
-        """Regression slope of error power on echo-estimate power: the share of the echo
-        estimate still in the residual. Near-end speech does not follow the far end's power,
-        so it barely moves the slope; a changed echo path does, and raises it."""
-        rate = np.where(single_talk & (estimate_power > _POWER_FLOOR), 0.05, 0.0)
-        self._mean_error += rate * (error_power - self._mean_error)
-        self._mean_estimate += rate * (estimate_power - self._mean_estimate)
-        error_deviation = error_power - self._mean_error
-        estimate_deviation = estimate_power - self._mean_estimate
-        self._covariance += rate * (error_deviation * estimate_deviation - self._covariance)
-        self._variance += rate * (estimate_deviation**2 - self._variance)
-        learnt = self._covariance / np.maximum(self._variance, _POWER_FLOOR**2)
+        """The share of the echo estimate's power left in the residual (1 / ERLE), learnt in
+        single talk. A frame far above it (near-end speech Geigel missed) is not averaged
+        in; it only nudges the share up, so a changed echo path still raises it in ~1 s."""
+        learning = single_talk & (estimate_power > _POWER_FLOOR)
+        share = np.minimum(error_power / np.maximum(estimate_power, _POWER_FLOOR), 1.0)
+        typical = share < _LEAKAGE_OUTLIER * self._leakage
+        averaged = self._leakage + _LEAKAGE_RATE * (share - self._leakage)
+        nudged = np.minimum(self._leakage * _LEAKAGE_RISE, 1.0)
         self._leakage = np.where(
-            self._variance > 0, np.clip(learnt, 1e-4, 1.0), self._leakage
+            learning, np.where(typical, averaged, nudged), self._leakage
         )
 
     def _adapt(self, spectrum: np.ndarray, error: np.ndarray, step: np.ndarray) -> None:
@@ -321,7 +342,6 @@ class EchoCanceller:
         far-end power per bin jumps up at once and decays slowly, so a syllable's onset
         never meets a stale, too small normaliser)."""
         power = self._far_power
-        np.maximum(power * _POWER_DECAY, spectrum.real**2 + spectrum.imag**2, out=power)
         size = self.fft_size
         padded = self._padded_error
         padded[:, size - self.block :] = error
@@ -331,13 +351,19 @@ class EchoCanceller:
         impulse[:, self.tail :] = 0.0
         self._weights[1] += step * np.fft.rfft(impulse)
 
-    def _compare_filters(self, error_power: np.ndarray, far_active: np.ndarray) -> None:
-        """Copy the background to the foreground when it cancels clearly better, and
-        restart the background from the foreground when it has clearly diverged."""
+    def _compare_filters(
+        self, error_power: np.ndarray, near_power: np.ndarray, far_active: np.ndarray
+    ) -> None:
+        """Copy the background to the foreground when it cancels clearly better and takes
+        out most of what came in (a filter adapting on near-end speech can briefly beat the
+        foreground, never by removing 10 dB of a frame that holds speech), and restart the
+        background from the foreground when it has clearly diverged."""
         smoothed = self._smoothed_error
         smoothed += _ENERGY_SMOOTHING * (error_power - smoothed)
+        self._smoothed_input += _ENERGY_SMOOTHING * (near_power - self._smoothed_input)
         foreground, background = smoothed
         better = far_active & (background < _COPY_RATIO * foreground)
+        better &= background < _COPY_CANCELLED * self._smoothed_input
         worse = far_active & (background > _RESET_RATIO * foreground)
         if np.any(better):
             self._weights[0, better] = self._weights[1, better]
@@ -370,14 +396,21 @@ class EchoCanceller:
         if not ready.size:
             return
         accumulated = self._cross_spectrum[ready]
-        whitened = accumulated / (np.abs(accumulated) + 1e-12) * self._search_band
+        magnitude = np.abs(accumulated)
+        # phase transform over the band, on bins that carry signal: a sine gives no peak
+        carried = magnitude > 1e-3 * magnitude.max(axis=1, keepdims=True)
+        whitened = np.where(carried, accumulated / (magnitude + 1e-12), 0.0) * self._search_band
         correlation = np.abs(np.fft.irfft(whitened, size)[:, :lags])
         peaks = np.argmax(correlation, axis=1)
         heights = correlation[np.arange(ready.size), peaks]
         rms = np.sqrt(np.mean(correlation**2, axis=1))
+        # unique: the best lag beats every lag more than 2 ms from it (a periodic far end,
+        # a sine, correlates everywhere alike and moves nothing)
+        distance = np.abs(np.arange(lags)[None, :] - peaks[:, None])
+        others = np.where(distance > _DELAY_TOLERANCE, correlation, 0.0).max(axis=1)
         lag = lags - 1 - peaks  # the correlation runs from the longest lag down
         for row, channel in enumerate(ready):
-            if heights[row] < _DELAY_CONFIDENCE * rms[row]:
+            if heights[row] < max(_DELAY_CONFIDENCE * rms[row], _DELAY_UNIQUE * others[row]):
                 self._last_estimate[channel] = -1
                 continue
             echo_at = int(lag[row])
@@ -404,27 +437,16 @@ class EchoCanceller:
 
     # ----- non-linear processor ----------------------------------------------------------
 
-    def _non_linear(
-        self,
-        residual: np.ndarray,
-        residual_power: np.ndarray,
-        estimate_power: np.ndarray,
-        far_active: np.ndarray,
-    ) -> np.ndarray:
-        """Replace frames that hold only residual echo (and noise) by comfort noise."""
+    def _non_linear(self, residual: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Replace frames that hold only residual echo (and noise) by comfort noise; track
+        the line's background noise (minimum statistics) for the comfort noise and tests."""
         spectrum = np.fft.rfft(residual)
         magnitude = spectrum.real**2 + spectrum.imag**2
         smoothed = self._smoothed_spectrum
         smoothed += 0.3 * (magnitude - smoothed)
         noise = self._noise_spectrum
         np.copyto(noise, np.where(smoothed < noise, smoothed, noise * _NOISE_RISE))
-        noise_power = noise @ self._parseval
-        expected = self._leakage * estimate_power
-        echo_only = residual_power < NLP_MARGIN * (expected + noise_power)
-        audible = expected > 0.25 * noise_power
-        suppress = (
-            self.settings.nlp & far_active & ~(self._geigel_hold > 0) & echo_only & audible
-        )
+        suppress = candidates & self.settings.nlp
         held = self._nlp_hold > 0
         self._nlp_hold = np.where(suppress, np.maximum(self._nlp_hold - 1, 0), NLP_HANGOVER_FRAMES)
         suppress &= ~held
@@ -433,9 +455,7 @@ class EchoCanceller:
         self._nlp_gain = np.where(suppress, 0.0, 1.0)
         if not np.any(suppress):
             return residual
-        gain = np.where(
-            suppress[:, None], previous[:, None] * self._ramp_down, 1.0
-        )
+        gain = np.where(suppress[:, None], previous[:, None] * self._ramp_down, 1.0)
         output = residual * gain
         if self.settings.comfort_noise:
             phases = self._rng.uniform(0.0, 2 * np.pi, noise.shape)
