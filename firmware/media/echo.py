@@ -333,9 +333,7 @@ class EchoCanceller:
         typical = share < _LEAKAGE_OUTLIER * self._leakage
         averaged = self._leakage + _LEAKAGE_RATE * (share - self._leakage)
         nudged = np.minimum(self._leakage * _LEAKAGE_RISE, 1.0)
-        self._leakage = np.where(
-            learning, np.where(typical, averaged, nudged), self._leakage
-        )
+        self._leakage = np.where(learning, np.where(typical, averaged, nudged), self._leakage)
 
     def _adapt(self, spectrum: np.ndarray, error: np.ndarray, step: np.ndarray) -> None:
         """One constrained NLMS step of the background filter, per-bin normalised (the

@@ -206,9 +206,7 @@ def speech_like(seconds: float, rng: np.random.Generator, level_dbm0: float = -2
             pitch[position:stop] = start_pitch * (1 + rng.uniform(-0.2, 0.1) * phase)
             envelope[position:stop] = np.sin(np.pi * phase) ** 0.6 * rng.uniform(0.4, 1.0)
             noise_share[position:stop] = np.where(phase < 0.25, rng.uniform(0, 0.6), 0.02)
-            formants[position:stop] = _VOWELS[rng.integers(len(_VOWELS))] * rng.uniform(
-                0.95, 1.2
-            )
+            formants[position:stop] = _VOWELS[rng.integers(len(_VOWELS))] * rng.uniform(0.95, 1.2)
             position = stop
         pause = round(rng.uniform(0.2, 0.9) * SAMPLE_RATE)
         pitch[position : position + pause] = base

@@ -26,7 +26,9 @@ def _cancel(canceller: EchoCanceller, far: np.ndarray, line: np.ndarray) -> np.n
     frames = far.size // 160
     return np.concatenate(
         [
-            canceller.process(far[index * 160 : (index + 1) * 160], line[index * 160 : (index + 1) * 160])
+            canceller.process(
+                far[index * 160 : (index + 1) * 160], line[index * 160 : (index + 1) * 160]
+            )
             for index in range(frames)
         ]
     ).astype(float)
@@ -107,7 +109,9 @@ def test_an_echo_path_change_is_learnt_again_within_one_second():
     far = _noise("pink", 5.0, seed=5)
     before = HybridEchoPath.of_kind("medium", delay_ms=0, erl_db=12.0)
     after = HybridEchoPath.of_kind("resonant", delay_ms=8, erl_db=8.0, response_seed=9)
-    echo = np.concatenate((before.echo(far[: 2 * RATE].astype(float)), after.echo(far[2 * RATE :].astype(float))))
+    echo = np.concatenate(
+        (before.echo(far[: 2 * RATE].astype(float)), after.echo(far[2 * RATE :].astype(float)))
+    )
     output = _cancel(EchoCanceller(32, nlp=False), far, _int16(echo))
     assert _erle_db(echo, output, 1.5, 2.0) >= 25.0
     assert _erle_db(echo, output, 2.0, 2.1) < 10.0  # the new path is not cancelled at once
@@ -187,7 +191,9 @@ def test_reset_forgets_one_channel_only():
     line = _echo_and_line(far, HybridEchoPath.of_kind("short", erl_db=10.0))[1]
     bank = EchoCanceller(32, channels=2, nlp=False)
     for start in range(0, RATE, 160):
-        bank.process(np.stack([far[start : start + 160]] * 2), np.stack([line[start : start + 160]] * 2))
+        bank.process(
+            np.stack([far[start : start + 160]] * 2), np.stack([line[start : start + 160]] * 2)
+        )
     bank.reset(1)
     frame = slice(0, 160)
     output = bank.process(np.stack([far[frame]] * 2), np.stack([line[frame]] * 2))

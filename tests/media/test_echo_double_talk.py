@@ -70,7 +70,9 @@ def test_no_syllable_of_the_near_end_is_chopped(kind, erl_db, near_dbm0, seed):
     frames_near = near[TALK].reshape(-1, 160)
     frames_out = output[TALK].reshape(-1, 160)
     loud = power_to_dbm0(np.mean(frames_near**2, axis=1)) > near_dbm0 - 6
-    kept = np.sum(frames_out[loud] * frames_near[loud], axis=1) / np.sum(frames_near[loud] ** 2, axis=1)
+    kept = np.sum(frames_out[loud] * frames_near[loud], axis=1) / np.sum(
+        frames_near[loud] ** 2, axis=1
+    )
     assert kept.min() > 0.7  # every loud talker frame keeps most of its amplitude
 
 
