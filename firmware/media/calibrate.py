@@ -206,7 +206,9 @@ def analyse_recording(
     noise = _noise_floor(signal, gaps, quiet, frequencies, bursts)
     echo = None
     if probe is not None and np.any(~quiet):
-        echo = estimate_echo(_remove_tone(signal, frequencies), probe, ~quiet)
+        # The same notch on both sides, so removing the tone does not bend the estimate.
+        notched = _remove_tone(probe, frequencies)
+        echo = estimate_echo(_remove_tone(signal, frequencies), notched, ~quiet)
     return CalibrationResult(
         frequencies=frequencies,
         cadence_ms=cadence,
@@ -530,7 +532,7 @@ def estimate_echo(
     energy = response**2
     noise = float(np.median(energy))
     peak = float(energy.max())
-    significant = np.flatnonzero(energy > max(20 * noise, peak * 1e-4))
+    significant = np.flatnonzero(energy > max(40 * noise, peak * 1e-4))
     if peak < 50 * noise or not significant.size:
         return None
     echo = np.convolve(sent, response)[: sent.size]
