@@ -44,6 +44,7 @@ async def test_entry_announcement_at_once_then_music_then_comfort_after_five_sec
     line.ring("212345678")
     await pbx.sim.wait_until(lambda: line.seized, 4.0, "the queue answers the line")
     mark = line.mark()  # within a poll of the answer: the prompt may have started just before
+    dropped = pbx.app.mixer.frames_dropped
     assert await hears_prompt(pbx, line, "please_hold", mark, timeout=10.0)
     await asyncio.sleep(1.0)  # the whole comfort prompt in the capture
     heard = line.heard(mark)
@@ -61,7 +62,9 @@ async def test_entry_announcement_at_once_then_music_then_comfort_after_five_sec
     comfort_score, comfort_start = prompt_start(heard, comfort)
     assert comfort_score > 0.9
     gap = (comfort_start - entry_end) / RATE
-    assert 4.95 <= gap <= 5.3, f"music lasted {gap:.2f} s between the announcements"
+    # Counted in captured samples: a mixer running late on a loaded machine drops ticks.
+    lost = (pbx.app.mixer.frames_dropped - dropped) * 0.02
+    assert 4.95 - lost <= gap <= 5.3, f"music lasted {gap:.2f} s between the announcements"
 
     between = heard[entry_end + RATE // 4 : comfort_start - RATE // 4]
     level = float(np.sqrt(np.mean(between.astype(np.float64) ** 2)))
