@@ -7,23 +7,27 @@ Per 20 ms frame and per channel (docs/echo-canceller.md has the reasoning and fi
   near end against the last ``max_bulk_delay_ms + tail_ms`` of far end finds where the echo
   begins; the adaptive filter's window of ``tail_ms`` is then placed to start a little
   (``GUARD_MS``) before that, so the tail only has to cover the echo's dispersion.
-* **Linear canceller.** A block frequency-domain NLMS filter (overlap-save, one 160-sample
-  block per frame, per-bin power normalisation, gradient constrained to the tail): each
+* **Linear canceller.** A block frequency-domain NLMS filter (overlap-save, two 80-sample
+  blocks per frame, per-bin power normalisation, gradient constrained to the tail): each
   frequency adapts at its own speed, so coloured far-end speech converges about as fast as
   white noise, with a handful of FFTs per frame instead of a loop over samples.
 * **Two filters.** A background filter adapts; a foreground filter produces the output and
-  is only replaced by a copy of the background when that cancels clearly better. Whatever
-  double talk that slipped past detection does to the background never reaches the output,
-  and an echo path change is followed as soon as the background has re-learnt it.
-* **Double talk.** The Geigel detector (near-end peak above half the far-end peak of the
-  tail, i.e. more than an ERL of 6 dB could return, with a hangover) freezes adaptation.
-  Refined by energy: the share of the error that is echo is learnt as the regression of
-  error power on echo-estimate power (near-end speech does not correlate with it), and the
-  step is scaled down to that share: near-end speech Geigel misses barely moves the filter.
+  is only replaced by a copy of the background when that cancels clearly better (3 dB
+  under the foreground's residual and 10 dB under the near end). Most of what missed
+  double talk does to the background never reaches the output, and an echo path change is
+  followed as soon as the background has re-learnt it.
+* **Double talk.** The Geigel detector (near-end peak above a share of the far-end peak
+  of the tail, with a hangover) freezes adaptation: the share is the far peak itself until
+  the path is learnt, then twice the echo path's measured peak gain (0.25-1), so a line
+  with a low ERL does not take its own echo for a talker. Refined by energy: once
+  converged, a residual 12 dB above the expected residual echo plus noise is near-end
+  speech too and also freezes adaptation; if that lasts 0.6 s of far-end activity without
+  a pause it is taken for a changed echo path and adaptation resumes.
 * **Non-linear processor.** A frame whose residual is no more than the expected residual
-  echo plus noise (x ``NLP_MARGIN``), while the far end talks and no double talk is seen,
-  is replaced by comfort noise shaped like the line's own background noise; anything
-  louder (near-end speech) passes untouched.
+  echo plus noise (x ``NLP_MARGIN``), while the far end talks and Geigel sees no double
+  talk, is replaced by comfort noise shaped like the line's own background noise (faded
+  over the frame); anything louder (near-end speech) passes untouched. The expected
+  residual echo is the echo estimate's power times its learnt leakage (1 / ERLE).
 
 Everything is vectorised over channels (``channels=`` rows), so all FXO ports of the
 appliance can share one canceller and one set of numpy calls per tick; a channel whose far
@@ -49,7 +53,7 @@ GEIGEL_MIN_THRESHOLD = 0.25  # never more sensitive than a near peak 12 dB under
 GEIGEL_HANGOVER_FRAMES = 4  # 80 ms: the end of a near-end word is not adapted on
 NLP_MARGIN = 4.0  # 6 dB: residual up to 4x (expected echo + noise) is suppressed
 NLP_HANGOVER_FRAMES = 2  # 40 ms after near-end speech the NLP still passes
-STEP = 1.0  # largest normalised step of the background filter
+STEP = 1.0  # normalised step of the background filter (stable with the fast-attack normaliser)
 FAR_ACTIVE_DBM0 = -50.0  # far end quieter than this excites nothing worth adapting on
 _FAR_ACTIVE_POWER = dbm0_to_power(FAR_ACTIVE_DBM0)
 _POWER_FLOOR = dbm0_to_power(-80.0)
@@ -59,8 +63,8 @@ _COPY_RATIO = 0.5  # background at least 3 dB better than foreground: copy it
 _COPY_CANCELLED = 0.1  # ... and at least 10 dB under the near end
 _RESET_RATIO = 8.0  # background 9 dB worse than foreground: it diverged, restart from it
 _POWER_DECAY = 0.9  # per sub-block: the per-bin far-end power normalising the step
-_SUB_BLOCKS = 2
-_REGULARISATION = 0.01
+_SUB_BLOCKS = 2  # filter updates per frame: twice as fast on speech as one
+_REGULARISATION = 0.01  # of the mean far-end power per bin, against empty bins
 _ENERGY_SMOOTHING = 0.3
 _LEAKAGE_RATE = 0.1  # per frame
 _LEAKAGE_OUTLIER = 8.0  # a frame's residual share 9 dB above the learnt one is not averaged
@@ -106,7 +110,7 @@ class EchoState:
 
     bulk_delay_ms: float  # where the filter's window starts
     erle_db: float  # smoothed near-end over residual power while the far end talks alone
-    double_talk: bool  # Geigel detector (with hangover) in this frame
+    double_talk: bool  # adaptation frozen this frame: Geigel (with hangover) or energy test
     suppressing: bool  # the NLP replaced this frame by comfort noise
     leakage: float  # learnt share of the echo estimate's power left in the residual
     noise_dbm0: float  # the near end's background noise estimate
