@@ -156,6 +156,8 @@ class NodeContext:
         if music is not None:
             await self.answer()
             self.play(music)
+        elif self.answered_by_exchange:
+            self.play("ringback")  # the exchange already answered: ringback must be ours
         return await self.calls._ring(
             self.session, self.caller, callees, self.shown, timeout, ringback=music is None
         )

@@ -79,6 +79,14 @@ def check_graph(config: Config) -> Iterator[str]:
             for number in node.extensions:
                 if number not in extensions:
                     yield f"{where}.extensions: no extension {number}"
+        if node.kind == "disa":
+            for index, user in enumerate(node.users):
+                if user.class_of_service not in config.classes_of_service:
+                    known = ", ".join(sorted(config.classes_of_service)) or "none defined"
+                    yield (
+                        f"{where}.users[{index}].class_of_service: {user.class_of_service!r} "
+                        f"is not a class of service ({known})"
+                    )
         if node.kind == "queue":
             for number in node.agents:
                 if number not in extensions:

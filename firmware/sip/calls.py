@@ -299,7 +299,7 @@ class SipCallLeg(Channel):
 
     def _on_digit(self, _media: RtpLeg, digit: str) -> None:
         self.digits_in += 1
-        log.info("event=sip_digit leg=%s via=rfc4733 digit=%s", self.name, digit)
+        log.debug("event=sip_digit leg=%s via=rfc4733", self.name)  # never the digit: PINs
         self.emit(ChannelEvent(EventKind.DIGIT, digit))
 
     def _on_media_timeout(self, _media: RtpLeg) -> None:
@@ -986,7 +986,7 @@ class SipCallLeg(Channel):
             return
         self._answer(transaction, request, 200)
         self.digits_in += 1
-        log.info("event=sip_digit leg=%s via=info digit=%s", self.name, digit)
+        log.debug("event=sip_digit leg=%s via=info", self.name)  # never the digit: PINs
         self.emit(ChannelEvent(EventKind.DIGIT, digit))
 
     # ----- outbound ----------------------------------------------------------------------

@@ -195,3 +195,16 @@ members = ["202", "*49", "9212345678"]
     assert errors_of(group) == [
         "routing.nodes[0] (main).members: '*49' reaches no extension, sibling office or outside number"
     ]
+
+
+def test_a_disa_user_needs_a_real_class_of_service() -> None:
+    disa = """
+[[routing.nodes]]
+name = "main"
+kind = "disa"
+users = [{ name = "boss", pin = "4711", class_of_service = "managr" }]
+"""
+    assert errors_of(disa) == [
+        "routing.nodes[0] (main).users[0].class_of_service: 'managr' is not a class of service "
+        "(lobby, manager, staff)"
+    ]
