@@ -328,10 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_sim)
 
     from firmware.accounting import cli_reports, cli_schedule, cli_smdr, cli_tariff
+    from firmware.features import cli_queue
     from firmware.media import cli_prompts
     from firmware.modes import cli_modes
 
-    for module in (cli_tariff, cli_reports, cli_smdr, cli_schedule, cli_prompts, cli_modes):
+    for module in (
+        cli_tariff, cli_reports, cli_smdr, cli_schedule, cli_prompts, cli_modes, cli_queue
+    ):  # fmt: skip
         module.register(sub)
     return parser
 

@@ -1129,6 +1129,17 @@ class CallManager(OutsideCalls, TransferCalls):
         for timer in self._lockout_timers.values():
             timer.cancel()
         self._lockout_timers.clear()
+        for name, service in list(self.features.items()):
+            close = getattr(service, "close", None)
+            if close is None:
+                continue
+            try:
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("event=feature_close_failed feature=%s", name)
+        self.features.clear()
 
     @property
     def task_count(self) -> int:

@@ -181,7 +181,12 @@ class NodeContext:
         raise CallEnded
 
     async def end(self, tone: str, disposition: Disposition, cause: str) -> None:
-        """The caller hears `tone` (a line is released); the record says why."""
+        """The caller hears `tone` (a line is released); the record says why.
+
+        Ending as ANSWERED (a feature code done, an announcement heard) marks the call
+        answered now if nothing answered it before, so its record stays answered."""
+        if disposition == Disposition.ANSWERED and self.draft.answer is None:
+            self.draft.answered()
         await self.calls._reject(self.session, self.caller, tone, disposition, cause)
 
     def _where(self) -> str:

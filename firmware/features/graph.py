@@ -105,6 +105,15 @@ def check_graph(config: Config) -> Iterator[str]:
                         f"or outside number"
                     )
 
+    queues = {node.name for node in routing.nodes if node.kind == "queue"}
+    for feature in config.feature_codes:
+        for prefix in ("queue_login_", "queue_logout_"):
+            if feature.startswith(prefix) and feature.removeprefix(prefix) not in queues:
+                yield (
+                    f"feature_codes.{feature}: no queue named {feature.removeprefix(prefix)!r} "
+                    f"(queues: {', '.join(sorted(queues)) or 'none'})"
+                )
+
     yield from _loops_without_exit(config, where_of)
     yield from _unreachable(config, where_of)
 

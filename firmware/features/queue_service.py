@@ -142,6 +142,12 @@ class QueueService:
         if self._executor is not None:
             await asyncio.wrap_future(self._executor.submit(lambda: None))
 
+    async def close(self) -> None:
+        """At shutdown: finish the writes already asked for, then stop the database thread."""
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown, wait=True)
+
     # ----- waiting callers ------------------------------------------------------------------
 
     def waiting_count(self, queue: str) -> int:

@@ -157,7 +157,8 @@ async def test_the_operator_forces_night_by_feature_code_and_returns_to_the_sche
     await operator.dial("*61")
     assert await pbx.hears(operator, "confirmation", since=mark)
     operator.on_hook()
-    await pbx.wait_idle()
+    record = await pbx.last_record()
+    assert (record.disposition, record.cause) == (Disposition.ANSWERED, "mode:night")
     assert pbx.app.modes.current() == "night"
     line.ring("212345678")
     await pbx.sim.wait_until(lambda: line.seized, 4.0, "the exchange answers at night")
@@ -208,3 +209,12 @@ users = [{ name = "boss", pin = "4711", class_of_service = "managr" }]
         "routing.nodes[0] (main).users[0].class_of_service: 'managr' is not a class of service "
         "(lobby, manager, staff)"
     ]
+
+
+def test_a_queue_code_must_name_a_queue() -> None:
+    text = office_with_routing(ROUTING).replace(
+        'mode_day = "*62"', 'mode_day = "*62"\nqueue_login_sales = "*45"'
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "<test>")
+    assert caught.value.errors == ["feature_codes.queue_login_sales: no queue named 'sales' (queues: none)"]
