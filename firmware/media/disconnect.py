@@ -297,6 +297,7 @@ class Run:
     harmonic_power: list[float] = field(default_factory=list)
     phasors: list[tuple[complex, complex]] = field(default_factory=list)
     matched: list[bool] = field(default_factory=list)  # frame label == run label
+    chords: list[int] = field(default_factory=list)  # which chord of the label's group
     next_judgement: int = 0  # continuous tones: frames at which the run is judged next
 
     def duration_ms(self, frame_ms: float) -> float:
@@ -305,9 +306,9 @@ class Run:
 
 @dataclass(frozen=True)
 class _Burst:
-    """Checks of one on-run: frequency offsets (fraction of nominal), level, flatness."""
+    """Checks of one on-run: measured frequencies, level, flatness, harmonics."""
 
-    offsets: tuple[float, ...]
+    frequencies: tuple[float, ...]
     level_db: float
     dip_db: float
     harmonic_db: float
@@ -370,7 +371,13 @@ class DisconnectToneDetector:
         self.chords = tuple(chords)
         self.analyser = FrameAnalyser(self.chords, self.criteria, frame_length, sample_rate)
         self.frame_ms = 1000.0 * frame_length / sample_rate
-        self._patterns = [_Pattern(spec, chords) for spec in specs]
+        # Chords whose fitting grids overlap (a plan's busy at 478+617 Hz and congestion at
+        # 479+619 Hz) take turns winning frames of one burst: they share one run label, and
+        # a burst is measured against the chord that won most of its frames.
+        self._group = self._group_chords(2 * (self.criteria.frequency_tolerance + 0.005))
+        self._group_of = np.array([*self._group, OFF_LABEL], dtype=np.int64)
+        groups = {chord: self._group[index] for chord, index in chords.items()}
+        self._patterns = [_Pattern(spec, groups) for spec in specs]
         shortest = min(ms for pattern in self._patterns for _, ms in pattern.runs)
         self._absorb_blips = shortest >= 3 * self.frame_ms
         longest = max(len(p.runs) for p in self._patterns) * self.criteria.cycles
@@ -378,6 +385,20 @@ class DisconnectToneDetector:
         self._current: Run | None = None
         self._frame = 0
         self.detection: Detection | None = None
+
+    def _group_chords(self, spread: float) -> list[int]:
+        group: list[int] = []
+        for index, chord in enumerate(self.chords):
+            for earlier in range(index):
+                first = self.chords[group[earlier]]
+                if len(first) == len(chord) and all(
+                    abs(a - b) <= spread * b for a, b in zip(chord, first, strict=True)
+                ):
+                    group.append(group[earlier])
+                    break
+            else:
+                group.append(index)
+        return group
 
     # ----- public -------------------------------------------------------------------------
 
@@ -395,8 +416,8 @@ class DisconnectToneDetector:
         """One frame (the mixer's int16 row); True once a tone was recognised (latched)."""
         if self.detection is not None:
             return True
-        label, power, harmonic, phasors = self.analyser.analyse_frame(frame)
-        self._step(label, power, harmonic, phasors)
+        chord, power, harmonic, phasors = self.analyser.analyse_frame(frame)
+        self._step(int(self._group_of[chord]), chord, power, harmonic, phasors)
         return self.detection is not None
 
     def scan(self, samples: np.ndarray) -> Detection | None:
@@ -405,7 +426,8 @@ class DisconnectToneDetector:
         block = np.asarray(samples)
         frames = block[: block.size // length * length].reshape(-1, length)
         features = self.analyser.analyse(frames)
-        labels = features.labels
+        chords = features.labels
+        labels = self._group_of[chords]
         # Frames are stepped one by one only where a chord sounds and around it; long
         # stretches of off frames extend the off run in one step.
         changes = np.flatnonzero(np.diff(labels) != 0) + 1
@@ -417,11 +439,14 @@ class DisconnectToneDetector:
             if label == OFF_LABEL:
                 self._step_off_frames(int(stop - first))
                 continue
+            members = chords[first:stop].tolist()
             powers = features.tone_power[first:stop].tolist()
             harmonics = features.harmonic_power[first:stop].tolist()
             phasors = features.phasors[first:stop].tolist()
-            for power, harmonic, phasor in zip(powers, harmonics, phasors, strict=True):
-                self._step(label, power, harmonic, (phasor[0], phasor[1]))
+            for member, power, harmonic, phasor in zip(
+                members, powers, harmonics, phasors, strict=True
+            ):
+                self._step(label, member, power, harmonic, (phasor[0], phasor[1]))
                 if self.detection is not None:
                     break
         return self.detection
@@ -430,14 +455,19 @@ class DisconnectToneDetector:
 
     def _step_off_frames(self, count: int) -> None:
         """``count`` off frames: the first may end a run, the rest only extend the off run."""
-        self._step(OFF_LABEL, 0.0, 0.0, (0j, 0j))
+        self._step(OFF_LABEL, OFF_LABEL, 0.0, 0.0, (0j, 0j))
         if count > 1 and self.detection is None:
             assert self._current is not None
             self._current.frames += count - 1
             self._frame += count - 1
 
     def _step(
-        self, label: int, power: float, harmonic: float, phasor: tuple[complex, complex]
+        self,
+        label: int,
+        chord: int,
+        power: float,
+        harmonic: float,
+        phasor: tuple[complex, complex],
     ) -> None:
         current = self._current
         frame = self._frame
@@ -451,7 +481,7 @@ class DisconnectToneDetector:
                 if previous.label == label:
                     self._absorb(previous, current)
                     self._current = current = previous
-                    self._add_frame(current, label, power, harmonic, phasor)
+                    self._add_frame(current, label, chord, power, harmonic, phasor)
                     self._check_continuous(current)
                     return
                 previous.frames += current.frames
@@ -462,7 +492,7 @@ class DisconnectToneDetector:
             if self.detection is not None:
                 return
             self._current = current = self._new_run(label, frame, start_seen=True)
-        self._add_frame(current, label, power, harmonic, phasor)
+        self._add_frame(current, label, chord, power, harmonic, phasor)
         self._check_continuous(current)
 
     @staticmethod
@@ -471,12 +501,18 @@ class DisconnectToneDetector:
 
     @staticmethod
     def _add_frame(
-        run: Run, label: int, power: float, harmonic: float, phasor: tuple[complex, complex]
+        run: Run,
+        label: int,
+        chord: int,
+        power: float,
+        harmonic: float,
+        phasor: tuple[complex, complex],
     ) -> None:
         run.frames += 1
         if run.label != OFF_LABEL and len(run.matched) < _STORED_RUN_FRAMES:
             same = label == run.label
             run.matched.append(same)
+            run.chords.append(chord if same else OFF_LABEL)
             run.tone_power.append(power if same else 0.0)
             run.harmonic_power.append(harmonic if same else 0.0)
             run.phasors.append(phasor if same else (0j, 0j))
@@ -493,6 +529,7 @@ class DisconnectToneDetector:
         for _ in range(blip.frames):
             if len(previous.matched) < _STORED_RUN_FRAMES:
                 previous.matched.append(False)
+                previous.chords.append(OFF_LABEL)
                 previous.tone_power.append(0.0)
                 previous.harmonic_power.append(0.0)
                 previous.phasors.append((0j, 0j))
@@ -563,23 +600,37 @@ class DisconnectToneDetector:
 
     def _burst_ok(self, label: int, burst: _Burst) -> bool:
         tolerance = self.criteria.frequency_tolerance
+        in_tune = any(
+            all(
+                abs(measured - nominal) <= tolerance * nominal
+                for measured, nominal in zip(burst.frequencies, chord, strict=True)
+            )
+            for index, chord in enumerate(self.chords)
+            if self._group[index] == label
+        )
         return (
-            all(abs(offset) <= tolerance for offset in burst.offsets)
+            in_tune
             and burst.dip_db <= self.criteria.max_burst_dip_db
             and burst.harmonic_db <= self.criteria.max_harmonic_db
         )
 
     def _burst(self, run: Run) -> _Burst | None:
-        """Frequency offsets, level and flatness of an on-run; None if too short to judge."""
-        chord = self.analyser.chords[run.label]
+        """Measured frequencies, level and flatness of an on-run; None if too short to judge."""
         matched = run.matched
+        members = [member for member in run.chords if member != OFF_LABEL]
+        if not members:
+            return None
+        member = max(set(members), key=members.count)
+        chord = self.analyser.chords[member]
         pairs = [
-            index for index in range(len(matched) - 1) if matched[index] and matched[index + 1]
+            index
+            for index in range(len(matched) - 1)
+            if run.chords[index] == member and run.chords[index + 1] == member
         ]
         if len(pairs) < 2:
             return None
         frame_s = self.frame_ms / 1000.0
-        offsets = []
+        measured = []
         for component, (frequency, rotation) in enumerate(
             zip(chord.frequencies, chord.rotation, strict=True)
         ):
@@ -590,7 +641,7 @@ class DisconnectToneDetector:
             if total == 0:
                 return None
             advance = cmath.phase(total * rotation.conjugate())
-            offsets.append(advance / (2 * math.pi * frame_s) / frequency)
+            measured.append(frequency + advance / (2 * math.pi * frame_s))
         # Level and flatness from the interior frames (the edges are partly covered).
         interior = [
             power
@@ -603,7 +654,7 @@ class DisconnectToneDetector:
         tone_total = sum(p for p, same in zip(run.tone_power, matched, strict=True) if same)
         harmonic_total = sum(h for h, same in zip(run.harmonic_power, matched, strict=True) if same)
         harmonic_db = 10 * math.log10(max(harmonic_total, 1e-30) / tone_total)
-        return _Burst(tuple(offsets), level_db, dip_db, harmonic_db)
+        return _Burst(tuple(measured), level_db, dip_db, harmonic_db)
 
 
 class SilenceTimer:
