@@ -284,7 +284,9 @@ def read_characters(
         limit = position + (max_gap_bits + 0.5) * samples_per_bit
 
 
-def _frame(begin: float, data: bytearray, error: str | None, strengths: list) -> FskFrame:
+def _frame(
+    begin: float, data: bytearray, error: str | None, strengths: list[np.ndarray]
+) -> FskFrame:
     """The frame, its margin the weakest bit's |soft| over the median bit's."""
     margin = 0.0
     if strengths:
