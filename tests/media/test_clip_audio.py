@@ -406,3 +406,21 @@ def test_a_plan_sends_only_what_its_format_can_carry():
     assert sdmf.payload[2:] == b"01020304O" + bytes([sdmf.payload[-1]])
     etsi = build_spill(wide, PROFILES["etsi"])
     assert etsi.info.number == "+4930123456789" and etsi.info.name == "Zoe Muller"
+
+
+@pytest.mark.parametrize(("interference", "trusted"), [(0.0, True), (0.7, True), (0.9, False)])
+def test_a_right_but_doubtful_bit_makes_the_caller_unknown(interference, trusted):
+    """The weak-bit gate: a frame whose checksum passes but one of whose bits was a near
+    thing (here the space tone mixed into one stop bit) is not believed."""
+    message = encode_message(CallerIdInfo(number="5551234"), MessageFormat.BELL_MDMF)
+    burst = fsk.modulate(fsk.burst_bits(message), fsk.BELL_202, -20.0)
+    stop_bit = 480 + 10 * 5 + 9  # the stop bit (mark) of the sixth character
+    samples = np.arange(int(np.ceil(stop_bit * 20 / 3)), int(np.ceil((stop_bit + 1) * 20 / 3)))
+    peak = float(np.abs(burst).max())
+    burst[samples] += interference * peak * np.sin(2 * np.pi * 2200 * samples / RATE)
+    frames = fsk.demodulate(burst, fsk.BELL_202, lambda data: data == message)
+    assert [frame.data for frame in frames] == [message]  # every bit read right
+    result = decode_spill(burst, Signalling.BELL_202)
+    assert result.known is trusted
+    if not trusted:
+        assert frames[0].margin < fsk.MIN_MARGIN and "too weak" in result.reason
