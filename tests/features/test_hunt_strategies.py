@@ -262,6 +262,8 @@ async def circular_call(pbx, answerer: str) -> list[str]:
     pbx.phone(answerer).on_hook()
     record = await pbx.last_record()
     assert record.answered_extension == answerer
+    # The release reaches the simulated exchange a moment after the record is written.
+    await pbx.sim.wait_until(lambda: not line.seized and line.call is None, 3.0, "line free")
     return rings.starts()
 
 
