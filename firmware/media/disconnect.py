@@ -62,7 +62,7 @@ _STORED_RUN_FRAMES = 600  # 12 s: a burst longer than that keeps only its first 
 class DisconnectCriteria:
     """Thresholds of the detector; the defaults are the ones measured in the benchmark."""
 
-    min_energy_fraction: float = 0.8
+    min_energy_fraction: float = 0.7
     min_level_dbm0: float = -45.0
     max_twist_db: float = 10.0
     frequency_tolerance: float = 0.015

@@ -175,7 +175,7 @@ def _note(
 def test_an_instrument_playing_the_tone_in_its_exact_rhythm_is_not_the_tone(harmonics) -> None:
     # The worst case for talk-off: a note on the tone's frequency, 500 ms on, 500 ms off,
     # ten times. Only the harmonics tell it from the exchange (a flute's fundamental alone
-    # explains 88 % of each frame, above the 80 % energy fraction).
+    # explains 88 % of each frame, above the 70 % energy fraction).
     bar = np.concatenate([_note(440.0, 500, harmonics), np.zeros(4000)])
     samples = _pcm(np.tile(bar, 10))
     assert DisconnectToneDetector(["440/500,0/500"]).scan(samples) is None
