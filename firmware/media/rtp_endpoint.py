@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from firmware.media.codecs import new_codec
+from firmware.media.mixer import FRAME_SAMPLES
 from firmware.media.rtp import (
     HEADER_SIZE,
     PACKET_SIZE,
@@ -58,7 +59,7 @@ from firmware.media.rtp import (
     decode_tick,
     encode_payloads,
 )
-from firmware.media.rtp_fast import FastLane
+from firmware.media.rtp_fast import RING, FastLane
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ TimeoutHandler = Callable[["RtpLeg"], None]
 # The SIPp instances of the test bench listen here (SIP and media); RTP never takes them.
 SIPP_BENCH_PORTS = frozenset((*range(6000, 6004), *range(6100, 6104)))
 EXPEDITED_FORWARDING_TOS = 0xB8  # DSCP 46 (RFC 3246), what phones and switches expect for voice
+SKIP_PLAY_OUT_MAX = RING  # dropped ticks played out unheard at most (a jitter buffer's reach)
 
 _monotonic = time.monotonic
 
@@ -448,6 +450,7 @@ class RtpEndpoint:
         self._lane_rows = np.zeros(0, dtype=np.intp)  # the tick's legs' rows in the lane
         self._slots = np.zeros(0, dtype=np.intp)  # the tick's legs' mixer slots
         self._clock: Any = None  # the mixer that ticks us (attach_clock)
+        self._scratch: np.ndarray | None = None  # play-out of dropped ticks (skip_ticks)
 
     @property
     def legs(self) -> tuple[RtpLeg, ...]:
@@ -722,6 +725,25 @@ class RtpEndpoint:
         if slow:
             rows = self._rows
             decode_tick([sessions[i] for i in slow], [rows[i] for i in slow], inputs)
+
+    def skip_ticks(self, ticks: int) -> None:
+        """The mixer dropped `ticks` ticks: read and play out that many frames per leg into a
+        scratch buffer (nobody hears them), exactly as those ticks would have, fast lane and
+        ordinary path alike. At most SKIP_PLAY_OUT_MAX: past a jitter buffer's reach there is
+        nothing left to align."""
+        if not self._legs:
+            return
+        scratch = self._scratch
+        if scratch is None or scratch.shape != self._clock_inputs_shape():
+            scratch = self._scratch = np.zeros(self._clock_inputs_shape(), dtype=np.int16)
+        for _ in range(min(ticks, SKIP_PLAY_OUT_MAX)):
+            self.read_into(scratch)
+
+    def _clock_inputs_shape(self) -> tuple[int, ...]:
+        clock = self._clock
+        if clock is not None:
+            return clock.inputs.shape  # type: ignore[no-any-return]
+        return (max(leg.slot for leg in self._legs) + 1, FRAME_SAMPLES)
 
     def write_from(self, outputs: np.ndarray) -> None:
         if self._dirty:
