@@ -182,3 +182,16 @@ def test_encode_tick_into_builds_what_next_packet_would() -> None:
     assert expected[2] is None and len(expected[1] or b"") == 16  # held; a digit event
     again = sessions()
     assert encode_tick(again, [0, 1, 2], frames) == expected
+
+
+def test_codec_groups_one_shared_codec_is_one_slice_and_mixed_codecs_are_grouped() -> None:
+    def made(*codecs):
+        return [RtpSession(codec=codec, payload_type=0, telephone_event_pt=101) for codec in codecs]
+
+    (group,), stateful = (groups := codec_groups(made(PCMU, PCMU, PCMU), [7, 3, 5])).stateless, groups.stateful
+    assert group[0] is PCMU and group[1] == slice(0, 3) and group[2].tolist() == [7, 3, 5]
+    assert stateful == ()
+    mixed = codec_groups(made(PCMU, PCMA, PCMU), [7, 3, 5])
+    by_codec = {codec: (positions.tolist(), rows.tolist()) for codec, positions, rows in mixed.stateless}
+    assert by_codec == {PCMU: ([0, 2], [7, 5]), PCMA: ([1], [3])}
+    assert codec_groups([], []).stateless == ()
