@@ -329,11 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from firmware.accounting import cli_reports, cli_schedule, cli_smdr, cli_tariff
     from firmware.features import cli_queue
+    from firmware.lines import cli_line
     from firmware.media import cli_prompts
     from firmware.modes import cli_modes
 
     for module in (
-        cli_tariff, cli_reports, cli_smdr, cli_schedule, cli_prompts, cli_modes, cli_queue
+        cli_tariff, cli_reports, cli_smdr, cli_schedule, cli_prompts, cli_modes, cli_queue,
+        cli_line,
     ):  # fmt: skip
         module.register(sub)
     return parser

@@ -126,6 +126,9 @@ class CallManager(OutsideCalls, TransferCalls):
                         disconnect=line.disconnect,
                         answer_supervision=line.answer_supervision,
                         dial_mode=line.dial_mode,
+                        disconnect_tone=line.disconnect_tone,
+                        max_silence_s=line.max_silence_s,
+                        noise_floor_dbm0=line.noise_floor_dbm0,
                     )
 
     def add_channels(self, channels: list[Channel]) -> None:
