@@ -48,6 +48,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from firmware.sqlite_schema import migrate
+
 __all__ = [
     "MIGRATIONS",
     "RATING_COLUMNS",
@@ -285,26 +287,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def _migrate(connection: sqlite3.Connection) -> None:
     """Bring the schema to SCHEMA_VERSION, one locked transaction per step."""
-    while True:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            # Read under the write lock: another process may have migrated meanwhile.
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise CdrError(
-                    f"CDR database schema version {version} is newer than this firmware "
-                    f"supports ({SCHEMA_VERSION}); refusing to write to it"
-                )
-            if version == SCHEMA_VERSION:
-                connection.execute("COMMIT")
-                return
-            MIGRATIONS[version](connection)
-            connection.execute(f"PRAGMA user_version = {version + 1:d}")
-            connection.execute("COMMIT")
-            log.info("CDR database migrated to schema version %d", version + 1)
-        except BaseException:
-            _rollback_quietly(connection)
-            raise
+    migrate(connection, MIGRATIONS, "CDR database", CdrError)
 
 
 def _rollback_quietly(connection: sqlite3.Connection) -> None:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from firmware.sqlite_schema import migrate
+
 DB_NAME = "queues.sqlite3"
 
 ANSWERED = "answered"
@@ -111,20 +113,7 @@ class QueueStoreError(RuntimeError):
 
 
 def _migrate(connection: sqlite3.Connection, path: Path) -> None:
-    version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise QueueStoreError(
-            f"{path}: schema version {version} is newer than this firmware's {SCHEMA_VERSION}"
-        )
-    for number in range(version, SCHEMA_VERSION):
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            MIGRATIONS[number](connection)
-            connection.execute(f"PRAGMA user_version = {number + 1}")
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+    migrate(connection, MIGRATIONS, str(path), QueueStoreError)
 
 
 def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:

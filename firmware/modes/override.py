@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from firmware.sqlite_schema import migrate
+
 DB_NAME = "modes.sqlite3"
 HISTORY_KEPT = 1000
 
@@ -274,22 +276,5 @@ class _Transaction:
 
 def _migrate(connection: sqlite3.Connection) -> None:
     """Bring the schema to SCHEMA_VERSION, one locked transaction per step."""
-    while True:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ModeStoreError(
-                    f"modes database schema version {version} is newer than this firmware "
-                    f"supports ({SCHEMA_VERSION})"
-                )
-            if version == SCHEMA_VERSION:
-                connection.execute("COMMIT")
-                return
-            MIGRATIONS[version](connection)
-            connection.execute(f"PRAGMA user_version = {version + 1:d}")
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
+    migrate(connection, MIGRATIONS, "modes database", ModeStoreError)
+
