@@ -69,6 +69,13 @@ class LineCardConfig(Section):
     audio_ports: tuple[AudioPortConfig, ...] = ()
     heartbeat_s: float = Field(default=1.0, gt=0, le=60)
     link_timeout_s: float = Field(default=3.0, gt=0, le=300)
+    # Caller ID (CLIP) on the analogue ports. "card": the card sends and decodes it itself
+    # (the caller in the RING command, CALLER_ID messages). "software": the appliance plays
+    # the FSK/DTMF spill on FXS ports and decodes it from FXO line audio (docs/caller-id.md).
+    caller_id: Literal["card", "software"] = "card"
+    # The national way of sending it: "auto" is the site country's default (etsi, bell,
+    # uk, dtmf, dtmf_dk, ...); a city line may set its own (`[[lines]] caller_id_profile`).
+    caller_id_profile: str = "auto"
 
     @property
     def port_count(self) -> int:
@@ -81,6 +88,25 @@ class LineCardConfig(Section):
     @property
     def fxo_range(self) -> range:
         return range(self.fxs_ports + 1, self.fxs_ports + self.fxo_ports + 1)
+
+    @staticmethod
+    def check_caller_id_profile(value: str) -> str:
+        """A caller-ID profile name, or "auto"; the error lists the profiles."""
+        if value == "auto":
+            return value
+        from firmware.media.clip_audio import PROFILES  # numpy-backed: only when one is named
+
+        if value not in PROFILES:
+            raise ValueError(
+                f"caller_id_profile {value!r} is unknown: use 'auto' (the site country's "
+                f"default) or one of {', '.join(PROFILES)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _caller_id_profile_known(self) -> LineCardConfig:
+        self.check_caller_id_profile(self.caller_id_profile)
+        return self
 
     @model_validator(mode="after")
     def _audio_ports_exist(self) -> LineCardConfig:
@@ -175,6 +201,15 @@ class LineConfig(Section):
     rx_gain_db: float = Field(default=0.0, ge=-12, le=12)
     tx_gain_db: float = Field(default=0.0, ge=-12, le=12)
     echo_tail_ms: int = Field(default=32, ge=0, le=128)
+    # With line_card.caller_id = "software": how this line's exchange sends caller ID, when
+    # it differs from line_card.caller_id_profile ("auto": the site country's default).
+    caller_id_profile: str | None = None
+
+    @model_validator(mode="after")
+    def _caller_id_profile_known(self) -> LineConfig:
+        if self.caller_id_profile is not None:
+            LineCardConfig.check_caller_id_profile(self.caller_id_profile)
+        return self
 
     @model_validator(mode="after")
     def _disconnect_tone_usable(self) -> LineConfig:

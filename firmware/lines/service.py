@@ -4,16 +4,23 @@ Ports are created from config (`fxs_ports`, `fxo_ports`) and stay out of service
 card has said, in its INVENTORY, that each port exists with the expected kind. Link loss
 puts every port out of service at once (call control tears their calls down, with CDRs);
 the card coming back puts them back in service.
+
+Caller ID (`line_card.caller_id`): "card" leaves it to the card (RING carries the caller,
+CALLER_ID messages report it); "software" gives each FXS port a spill profile and each
+FXO line a receiver (`configure_caller_id`), profiles from `caller_id_profile` (per line:
+`[[lines]] caller_id_profile`), "auto" being the site country's default.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
-from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind
-from firmware.config.schema import LineCardConfig
+from firmware.calls.channel import Channel, ChannelEvent, EventKind
+from firmware.config.schema import LineCardConfig, LineConfig, SiteConfig
 from firmware.lines import protocol as p
 from firmware.lines.audio import PortAudio
+from firmware.lines.caller_id import resolve_profile, site_zone
 from firmware.lines.channels import AnalogueChannel, FxoChannel, FxsChannel
 from firmware.lines.driver import LineCardDriver
 from firmware.media.mixer import Mixer
@@ -24,9 +31,17 @@ log = logging.getLogger(__name__)
 
 class LineCardService:
     def __init__(
-        self, config: LineCardConfig, url: str, mixer: Mixer, audio: PortAudio, plan: TonePlan
+        self,
+        config: LineCardConfig,
+        url: str,
+        mixer: Mixer,
+        audio: PortAudio,
+        plan: TonePlan,
+        site: SiteConfig | None = None,
+        lines: Sequence[LineConfig] = (),
     ) -> None:
         self.config = config
+        self.plan = plan
         self.audio = audio
         self.mixer = mixer
         self.driver = LineCardDriver(
@@ -45,12 +60,49 @@ class LineCardService:
         self.faults: list[str] = []
         self.messages_for_unknown_ports = 0
         self.faults_seen = 0
+        self.configure_caller_id(site, lines)
+
+    def configure_caller_id(
+        self, site: SiteConfig | None = None, lines: Sequence[LineConfig] = ()
+    ) -> None:
+        """Give the ports their caller-ID profiles (software mode) or none (card mode).
+
+        Without `site`, "auto" follows the tone plan's country and the date/time field is
+        UTC; `lines` carry the per-line profiles.
+        """
+        software = self.config.caller_id == "software"
+        country = site.country if site is not None else self.plan.country
+        zone = site_zone(site.timezone) if site is not None else site_zone("UTC")
+        per_line = {line.port: line.caller_id_profile for line in lines}
+        default = self.config.caller_id_profile
+        for port, channel in self.channels.items():
+            if isinstance(channel, FxsChannel):
+                profile = resolve_profile(default, country) if software else None
+                channel.use_software_caller_id(profile, zone)
+            elif isinstance(channel, FxoChannel):
+                name = per_line.get(port) or default
+                channel.use_software_caller_id(resolve_profile(name, country) if software else None)
+        if software:
+            log.info(
+                "event=caller_id_software profile=%s lines=%s",
+                resolve_profile(default, country).name,
+                ",".join(
+                    f"{port}:{channel.caller_id_profile.name}"
+                    for port, channel in self.channels.items()
+                    if isinstance(channel, FxoChannel) and channel.caller_id_profile is not None
+                ),
+            )
 
     async def start(self) -> None:
         self.mixer.add_endpoint(self.audio)
         await self.driver.start()
 
     async def stop(self) -> None:
+        for channel in self.channels.values():
+            if isinstance(channel, FxsChannel):
+                await channel.async_close()
+            elif isinstance(channel, FxoChannel):
+                channel.close_caller_id()
         await self.driver.stop()
         self.mixer.remove_endpoint(self.audio)
 
@@ -119,6 +171,7 @@ class LineCardService:
 
     def _fxs_event(self, channel: FxsChannel, message: p.Message) -> None:
         if isinstance(message, p.Hook):
+            channel.hook_changed(message.off_hook)
             channel.emit(
                 ChannelEvent(EventKind.OFF_HOOK if message.off_hook else EventKind.ON_HOOK)
             )
@@ -132,13 +185,9 @@ class LineCardService:
 
     def _fxo_event(self, channel: FxoChannel, message: p.Message) -> None:
         if isinstance(message, p.RingDetect):
-            channel.emit(
-                ChannelEvent(EventKind.RING_START if message.ringing else EventKind.RING_STOP)
-            )
+            channel.on_ring(message.ringing)
         elif isinstance(message, p.CallerId):
-            channel.emit(
-                ChannelEvent(EventKind.CALLER_ID, caller=CallerId(message.number, message.name))
-            )
+            channel.on_card_caller_id(message.number, message.name)
         elif isinstance(message, p.Polarity):
             channel.on_polarity()
         elif isinstance(message, p.LoopCurrent):
