@@ -11,6 +11,12 @@ Each city line may have its own tone plan (`SimCityLine.tone_plan`, e.g. one dra
 `sim_acoustics.random_tone_plan`) and its own acoustics (`set_acoustics`: level, noise and
 the hybrid's echo), so disconnect detection and line calibration meet exchanges and lines
 the firmware has never seen. By default a line is perfect and uses the card's plan.
+
+Caller ID: by default the card decodes it and sends a CALLER_ID message (as a card with
+its own CLIP receiver). A line given a `caller_id_profile` (`set_caller_id_profile`) is an
+exchange that sends the spill as line audio instead, with its rings and reversals
+(`clip_audio.build_spill`), for the appliance's software decoder; a phone's caller ID in
+software mode is audio on its port (`SimPhone.heard`, `SimPhone.caller_id_heard`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -48,6 +55,16 @@ from firmware.lines.protocol import (
     RingStop,
 )
 from firmware.lines.sim_acoustics import AcousticsTap, LineAcoustics
+from firmware.media.clip import caller_id_info
+from firmware.media.clip_audio import (
+    ClipProfile,
+    ClipResult,
+    Signalling,
+    SpillPlan,
+    StepKind,
+    build_spill,
+    decode_spill,
+)
 from firmware.media.tones import TonePlan, render_cycle
 
 log = logging.getLogger(__name__)
@@ -129,6 +146,11 @@ class SimPhone(SimPort):
             lambda: self.ringing is None, timeout, f"port {self.port} silent"
         )
 
+    def caller_id_heard(self, since: int, signalling: Signalling | str) -> ClipResult:
+        """The caller ID in what the port heard since `since` (software caller ID: the
+        spill is audio on the port while it rings, captured on hook like any audio)."""
+        return decode_spill(self.heard(since).astype(np.float64), Signalling(signalling))
+
 
 @dataclass
 class CityBehaviour:
@@ -168,6 +190,9 @@ class SimCityLine(SimPort):
         self.calls_dialled: list[str] = []
         self._ringer: asyncio.Task[None] | None = None
         self._answerer: asyncio.Task[None] | None = None
+        # None: caller ID goes as a CALLER_ID message; a profile: as line audio (a spill).
+        self.caller_id_profile: ClipProfile | None = None
+        self.spills: list[SpillPlan] = []  # every spill sent, for tests
 
     def set_acoustics(self, acoustics: LineAcoustics | None) -> None:
         """Give the line a level, a noise floor and an echo path (None: a perfect line)."""
@@ -180,14 +205,67 @@ class SimCityLine(SimPort):
         else:
             self.audio.set_tone(self.port, render_cycle(self.tone_plan.tone(tone)))
 
-    def ring(self, number: str = "", name: str = "", cid_after_first_ring: bool = True) -> None:
-        """The city calls the office on this line, with a caller ID, until answered or `hang_up`."""
+    def ring(
+        self,
+        number: str = "",
+        name: str = "",
+        cid_after_first_ring: bool = True,
+        *,
+        private: bool = False,
+        damage: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        """The city calls the office on this line, with a caller ID, until answered or `hang_up`.
+
+        With a `caller_id_profile` the caller ID is a spill of line audio in that profile's
+        timing (`cid_after_first_ring` is then the profile's business); `private` withholds
+        the number, `damage` changes the spill's audio (a noisy or cut spill).
+        """
         if self.seized or self.call is not None:
             raise RuntimeError(f"line {self.port} is busy")
         self.call = CityCall("in", caller_number=number, caller_name=name)
+        if self.caller_id_profile is not None:
+            ringing = self._ring_with_spill(self._spill(number, name, private), damage)
+        else:
+            ringing = self._ring_loop(number, name, cid_after_first_ring)
         self._ringer = asyncio.get_running_loop().create_task(
-            self._ring_loop(number, name, cid_after_first_ring), name=f"sim-ring-{self.port}"
+            ringing, name=f"sim-ring-{self.port}"
         )
+
+    def _spill(self, number: str, name: str, private: bool) -> SpillPlan:
+        profile = self.caller_id_profile
+        assert profile is not None
+        info = caller_id_info(
+            number or None,
+            name or None,
+            private=private,
+            when=datetime.now(UTC),
+            message_format=profile.message_format,
+        )
+        plan = build_spill(info, profile, self.tone_plan.ring_cadence_ms)
+        self.spills.append(plan)
+        return plan
+
+    async def _ring_with_spill(
+        self, plan: SpillPlan, damage: Callable[[np.ndarray], np.ndarray] | None
+    ) -> None:
+        """The spill as the exchange sends it (rings, reversals, audio), then ringing."""
+        for step in plan.steps:
+            if step.kind is StepKind.RING:
+                self.card.send(RingDetect(port=self.port, ringing=True))
+                await asyncio.sleep(step.duration_ms / 1000)
+                self.card.send(RingDetect(port=self.port, ringing=False))
+            elif step.kind is StepKind.PLAY:
+                assert step.samples is not None
+                samples = step.samples if damage is None else damage(step.samples.copy())
+                self.say(samples)
+                await asyncio.sleep(step.duration_ms / 1000)
+            elif step.kind in (StepKind.REVERSE_POLARITY, StepKind.RESTORE_POLARITY):
+                self.card.send(Polarity(port=self.port))
+            elif step.kind is StepKind.START_RINGING:
+                break
+            else:
+                await asyncio.sleep(step.duration_ms / 1000)
+        await self._ring_loop("", "", cid_after_first_ring=False)
 
     async def _ring_loop(self, number: str, name: str, cid_after_first_ring: bool) -> None:
         cadence = self.tone_plan.ring_cadence_ms
@@ -209,6 +287,8 @@ class SimCityLine(SimPort):
         if self._ringer is not None:
             self._ringer.cancel()
             self._ringer = None
+            if self.caller_id_profile is not None and not self.seized:
+                self.audio.silence(self.port)  # the rest of a spill cut short
 
     def hang_up(self, method: str = "loop_current") -> None:
         """The far party (or the city caller) clears: stop ringing, or signal the disconnect."""
@@ -347,6 +427,11 @@ class SimulatedLineCard:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+    def set_caller_id_profile(self, profile: ClipProfile | None) -> None:
+        """Every city line sends caller ID as line audio in `profile` (None: as messages)."""
+        for line in self.lines.values():
+            line.caller_id_profile = profile
 
     def set_line_acoustics(self, port: int, acoustics: LineAcoustics | None) -> None:
         """Level, noise and echo of the line on `port` (installed on the audio at first use)."""
