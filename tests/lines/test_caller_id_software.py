@@ -21,10 +21,12 @@ import pytest
 
 from firmware.calls.lifecycle import LegState
 from firmware.lines.protocol import PolaritySet, Ring, RingStop
+from firmware.lines.sim_acoustics import LineAcoustics
 from firmware.media import fsk
 from firmware.media.clip import Absence
 from firmware.media.clip_audio import PROFILES, Signalling, get_profile
 from firmware.media.prompt_wav import encode_wav
+from firmware.media.tones import TONE_PLANS
 from tests.conftest import FAST_TIMERS, office_config
 
 MINIMODEM = shutil.which("minimodem")
@@ -115,6 +117,28 @@ async def test_city_caller_id_is_decoded_from_the_line_and_shown_to_the_ringing_
     assert record.caller_number == "212345678"
     assert record.caller_name == ("ACME Lda" if with_name else "")
     assert record.answered_extension == "201"
+
+
+@pytest.mark.parametrize("profile_name", ["bell"], indirect=True)
+async def test_a_spill_ending_long_after_the_first_ring_still_reaches_the_call(
+    office, profile_name
+) -> None:
+    """US ringing (2 s on): the Bell spill ends ~3.4 s after the first ring began, later
+    than call control waits for a caller ID; the line holds the call's start back until
+    the spill is decoded. The line is also lossy and noisy, with echo."""
+    line, reception = office.line("city1"), office.phone("201")
+    line.tone_plan = TONE_PLANS["us"]
+    line.set_acoustics(LineAcoustics(level_db=-6.0, noise_dbm0=-55.0, echo_loss_db=12.0, seed=5))
+    line.ring("6095551212", "John Doe")
+    await reception.wait_ringing(timeout=8.0)
+    reception.off_hook()
+    await office.wait_state("201", LegState.CONNECTED)
+    reception.on_hook()
+    record = await office.last_record()
+    assert (record.caller_number, record.caller_name) == ("6095551212", "John Doe")
+    steps = line.spills[0].steps
+    data_end_ms = sum(step.duration_ms for step in steps[: [s.kind for s in steps].index("play") + 1])
+    assert data_end_ms > 3000, "the spill ends late in the first cadence cycle"
 
 
 async def test_a_line_may_use_another_profile_than_the_card_default(pbx_config, data_dir) -> None:
