@@ -371,7 +371,12 @@ class FxoChannel(AnalogueChannel):
     # ----- caller ID ---------------------------------------------------------------------
 
     def use_software_caller_id(self, profile: ClipProfile | None) -> None:
-        """Decode caller ID from the line audio with `profile` (None: the card decodes it)."""
+        """Decode caller ID from the line audio with `profile` (None: the card decodes it).
+
+        The same profile again (a config reload) changes nothing: a spill being heard goes on.
+        """
+        if profile == self.caller_id_profile:
+            return
         self._clip = ClipReceiver(profile) if profile is not None else None
         self._ring_held = False
         self._quiet_frames = 0
