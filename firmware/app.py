@@ -135,7 +135,11 @@ class Appliance:
         self.calls.record_listeners.append(self.smdr.publish)
         self.scheduler = ReportScheduler(self.config, self.data_dir, config_path=self.config_path)
         await self.scheduler.start()
-        self.line_card = LineCardService(card, url, self.mixer, audio, self.plan)
+        self.line_card = LineCardService(
+            card, url, self.mixer, audio, self.plan, site=self.config.site, lines=self.config.lines
+        )
+        if self.simulator is not None and card.caller_id == "software":
+            self._simulate_caller_id(self.config)
         self.calls.add_channels(self.line_card.all_channels)
         await self.line_card.start()
         if self.config.sip.listen:
@@ -155,9 +159,27 @@ class Appliance:
 
             self.api = ControlServer(self)
             await self.api.start(self.socket_path)
+        from firmware.sip.gc_policy import settle_after_start
+
+        settle_after_start()  # freeze the start-up heap: full GC passes stalled the mixer
         log.info(
             "event=appliance_started site=%s data_dir=%s", self.config.site.name, self.data_dir
         )
+
+    def _simulate_caller_id(self, config: Config) -> None:
+        """The simulated exchange sends caller ID as line audio, as the config expects."""
+        from firmware.lines.caller_id import resolve_profile
+
+        assert self.simulator is not None
+        country = config.site.country
+        self.simulator.set_caller_id_profile(
+            resolve_profile(config.line_card.caller_id_profile, country)
+        )
+        for line in config.lines:
+            if line.caller_id_profile and line.port in self.simulator.lines:
+                self.simulator.lines[line.port].caller_id_profile = resolve_profile(
+                    line.caller_id_profile, country
+                )
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Until the line card is up and its ports are in service."""
@@ -230,6 +252,8 @@ class Appliance:
         self.config = new
         assert self.calls is not None
         self.calls.apply_config(new)
+        if self.line_card is not None:
+            self.line_card.configure_caller_id(new.site, new.lines)
         if self.modes is not None:
             await self.modes.async_apply_config(new)
         if self.scheduler is not None:

@@ -76,6 +76,9 @@ class AnalogueChannel(Channel):
         self.audio.detach(self.port)
 
 
+_SPILL_CAPACITY = 8000 * 6  # samples reserved per port for caller-ID spills (6 s)
+
+
 class FxsChannel(AnalogueChannel):
     """A desk phone. It cannot dial out or be seized: it rings and it is lifted.
 
@@ -215,7 +218,8 @@ class FxsChannel(AnalogueChannel):
             return
         sounds = self.mixer.sounds
         name = f"caller_id_port_{self.port}"
-        sounds.add(name, samples, loop=False)
+        # One region per port, reused call after call (the bank is append-only otherwise).
+        sounds.rewrite(name, samples, loop=False, capacity=_SPILL_CAPACITY)
         try:
             self.mixer.play(self.slot, name)
         finally:

@@ -19,6 +19,7 @@ class Sound:
     offset: int
     length: int
     loop: bool
+    capacity: int = 0  # samples reserved at `offset` (>= length); 0: exactly `length`
 
 
 class SoundBank:
@@ -27,15 +28,38 @@ class SoundBank:
     def __init__(self) -> None:
         self._samples = np.zeros(0, dtype=np.int16)
         self._sounds: dict[str, Sound] = {}
+        self._regions: dict[str, Sound] = {}  # where each name's samples were, even discarded
 
-    def add(self, name: str, samples: np.ndarray, *, loop: bool) -> Sound:
-        """Store `samples` under `name`; replacing a name keeps the old samples unreachable."""
+    def add(self, name: str, samples: np.ndarray, *, loop: bool, capacity: int = 0) -> Sound:
+        """Store `samples` under `name`; replacing a name keeps the old samples unreachable.
+
+        `capacity` reserves room for later sounds of that name: `rewrite` then reuses the
+        region instead of growing the append-only bank (a per-port caller-ID spill)."""
         samples = np.asarray(samples, dtype=np.int16).ravel()
         if samples.size == 0:
             raise ValueError(f"sound {name!r} is empty")
-        sound = Sound(name, self._samples.size, samples.size, loop)
-        self._samples = np.concatenate([self._samples, samples])
+        room = max(capacity, samples.size)
+        sound = Sound(name, self._samples.size, samples.size, loop, room if capacity else 0)
+        padded = np.zeros(room, dtype=np.int16)
+        padded[: samples.size] = samples
+        self._samples = np.concatenate([self._samples, padded])
         self._sounds[name] = sound
+        self._regions[name] = sound
+        return sound
+
+    def rewrite(self, name: str, samples: np.ndarray, *, loop: bool, capacity: int = 0) -> Sound:
+        """Put `samples` under `name` in the region that name had, when they fit; else add.
+
+        For sounds made per call: the bank stays the same size however many calls. A slot
+        still playing the old sound of that name hears the new one from its position."""
+        samples = np.asarray(samples, dtype=np.int16).ravel()
+        region = self._regions.get(name)
+        if region is None or samples.size == 0 or samples.size > (region.capacity or region.length):
+            return self.add(name, samples, loop=loop, capacity=capacity)
+        self._samples[region.offset : region.offset + samples.size] = samples
+        sound = Sound(name, region.offset, samples.size, loop, region.capacity or region.length)
+        self._sounds[name] = sound
+        self._regions[name] = sound
         return sound
 
     def add_many(self, items: Iterable[tuple[str, np.ndarray, bool]]) -> list[Sound]:

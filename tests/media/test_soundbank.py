@@ -61,3 +61,19 @@ def test_samples_are_stored_as_int16() -> None:
     sound = bank.add("wide", np.array([0, 1000, -32768, 32767], dtype=np.int64), loop=True)
     assert bank.samples.dtype == np.int16
     assert list(bank.samples[sound.offset : sound.offset + 4]) == [0, 1000, -32768, 32767]
+
+
+def test_rewrite_reuses_a_names_region_so_per_call_sounds_do_not_grow_the_bank() -> None:
+    bank = SoundBank()
+    bank.add("dial", np.ones(100, dtype=np.int16), loop=True)
+    first = bank.rewrite("spill", np.full(300, 7, dtype=np.int16), loop=False, capacity=1000)
+    bank.discard("spill")  # dropped after play, as a port does
+    size = bank.samples.size
+    for value in range(50):
+        sound = bank.rewrite("spill", np.full(200 + value, value, dtype=np.int16), loop=False)
+        assert sound.offset == first.offset
+    assert bank.samples.size == size, "the bank did not grow"
+    assert (bank.samples_of("spill") == 49).all() and bank.samples_of("spill").size == 249
+    assert (bank.samples_of("dial") == 1).all(), "other sounds untouched"
+    bigger = bank.rewrite("spill", np.full(2000, 3, dtype=np.int16), loop=False)
+    assert bigger.offset >= size and (bank.samples_of("spill") == 3).all(), "too big: appended"
