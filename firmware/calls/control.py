@@ -129,6 +129,7 @@ class CallManager(OutsideCalls, TransferCalls):
                         disconnect_tone=line.disconnect_tone,
                         max_silence_s=line.max_silence_s,
                         noise_floor_dbm0=line.noise_floor_dbm0,
+                        echo_tail_ms=line.echo_tail_ms,
                     )
 
     def add_channels(self, channels: list[Channel]) -> None:

@@ -44,6 +44,7 @@ from firmware.media.disconnect import (
     silence_threshold_dbm0,
 )
 from firmware.media.dtmf_detect import DtmfDetector
+from firmware.media.echo import MIN_TAIL_MS
 from firmware.media.mixer import Mixer
 from firmware.media.tones import TonePlan
 
@@ -269,6 +270,10 @@ class FxoChannel(AnalogueChannel):
     `minipbx line calibrate`), else the country's busy and congestion tones, recognised by
     `DisconnectToneDetector` in the mixer tick. Silence in both directions for
     `max_silence_s` (0: off) releases the call as a last resort, counted in `counters`.
+
+    Echo: the line's call slot has the mixer's echo canceller with the line's
+    `echo_tail_ms` (0: off), reset when the line is seized, so the detectors and the
+    extension hear the city party without the echo of the extension's own voice.
     """
 
     technology = "fxo"
@@ -290,6 +295,7 @@ class FxoChannel(AnalogueChannel):
         self._disconnect_tone = DisconnectToneDetector([plan.busy, plan.congestion])
         self.disconnect_tone: str | None = None  # the learned tone in force, if any
         self._silence = SilenceTimer(0.0)
+        self.echo_tail_ms = 32  # LineConfig's default; 0: no echo canceller
         self.counters = SupervisionCounters()
         self.cleared_by: str | None = None
         # In-band DTMF from the city caller, decoded while a menu or DISA listens for keys.
@@ -311,6 +317,7 @@ class FxoChannel(AnalogueChannel):
         disconnect_tone: str | None = None,
         max_silence_s: float = 0.0,
         noise_floor_dbm0: float | None = None,
+        echo_tail_ms: int = 32,
     ) -> None:
         self.disconnect_methods = disconnect
         self.answer_supervision = answer_supervision
@@ -325,10 +332,30 @@ class FxoChannel(AnalogueChannel):
             self._silence.threshold_dbm0,
         ):
             self._silence = SilenceTimer(max_silence_s, threshold)
+        if 0 < echo_tail_ms < MIN_TAIL_MS:
+            log.warning(
+                "event=echo_tail_raised line=%s echo_tail_ms=%d used_ms=%d",
+                self.name,
+                echo_tail_ms,
+                MIN_TAIL_MS,
+            )
+            echo_tail_ms = MIN_TAIL_MS  # the canceller's shortest tail: it covers a shorter echo
+        if echo_tail_ms != self.echo_tail_ms:
+            self.echo_tail_ms = echo_tail_ms
+            if self.slot is not None:
+                self._enable_echo_cancel(self.slot)  # a reload during a call: at once
 
     def _attach_audio(self, slot: int) -> None:
         super()._attach_audio(slot)
+        self._enable_echo_cancel(slot)
         self.mixer.set_monitor(slot, self._listen)
+
+    def _enable_echo_cancel(self, slot: int) -> None:
+        """The call slot (never the idle caller-ID slot: nothing is sent to it)."""
+        if self.echo_tail_ms:
+            self.mixer.enable_echo_cancel(slot, self.echo_tail_ms)
+        else:
+            self.mixer.disable_echo_cancel(slot)
 
     def set_state(self, new: LegState) -> None:
         old = self.state
@@ -350,6 +377,8 @@ class FxoChannel(AnalogueChannel):
         self.cleared_by = None
         self._disconnect_tone.reset()
         self._silence.reset()
+        if self.slot is not None:
+            self.mixer.reset_echo(self.slot)  # a new call: the line's echo path is learnt anew
         self._send(HookSet(port=self.port, off_hook=True))
 
     async def release(self, cause: str = "normal") -> None:

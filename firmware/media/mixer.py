@@ -2,6 +2,8 @@
 
 Every leg owns a slot (a row in the frame arrays). Each tick:
 1. media endpoints (line card audio, RTP later) write the frames they received into `inputs`;
+   slots with echo cancellation (FXO ports) have the echo of what they were sent removed,
+   before monitors and bridges hear them (`enable_echo_cancel`, docs/echo-canceller.md);
 2. bridges are summed with one `np.add.reduceat` over the slots sorted by bridge, and each
    member hears its bridge's sum minus itself (two-party calls and conferences alike);
 3. sounds (tones, prompts) are added with one gather from the sound bank;
@@ -24,6 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
+from firmware.media.echo import EchoCanceller, EchoSettings, EchoState
 from firmware.media.soundbank import SoundBank
 
 FRAME_SAMPLES = 160
@@ -32,6 +35,8 @@ TICK_S = FRAME_SAMPLES / SAMPLE_RATE
 NO_BRIDGE = -1
 _LATENESS_HISTORY = 3000  # one minute of ticks
 _MAX_CATCH_UP_TICKS = 5
+ECHO_BANK_ROWS = 8  # rows of one canceller: the FXO ports of a card; more lines open a bank
+ECHO_MAX_BULK_DELAY_MS = 64  # card buffering + line delay the canceller searches for
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +59,15 @@ class MixerFullError(RuntimeError):
 
 @dataclass
 class Recording:
-    """Frames a slot said and heard, kept in memory until the recorder is stopped."""
+    """Frames a slot said and heard, kept in memory until the recorder is stopped.
+
+    On a slot with echo cancellation, `said` is what its endpoint delivered (the line's
+    own audio, echo included: line calibration measures that echo) unless the recording
+    was started with `echo_cancelled=True` (what monitors and bridges heard).
+    """
 
     slot: int
+    echo_cancelled: bool = False
     said: list[np.ndarray] = field(default_factory=list)
     heard: list[np.ndarray] = field(default_factory=list)
 
@@ -74,6 +85,70 @@ class Recording:
             out.setsampwidth(2)
             out.setframerate(SAMPLE_RATE)
             out.writeframes(self.mixed().tobytes())
+
+
+class _EchoBank:
+    """One multi-channel `EchoCanceller` for up to `ECHO_BANK_ROWS` slots of one tail.
+
+    A slot keeps its row for as long as it is enabled: a canceller's state cannot move
+    between rows or banks, so a full bank makes another bank rather than growing (which
+    would restart every line's convergence). All rows go through one `process` call: the
+    cost is mostly numpy call overhead, ~0.55 ms per tick for one row, ~0.9 ms for eight.
+    """
+
+    def __init__(self, tail_ms: int) -> None:
+        self.tail_ms = tail_ms
+        self.canceller = EchoCanceller(
+            tail_ms, channels=ECHO_BANK_ROWS, max_bulk_delay_ms=ECHO_MAX_BULK_DELAY_MS
+        )
+        self._slot_of_row = np.full(ECHO_BANK_ROWS, -1, dtype=np.intp)
+        self.rows = np.zeros(0, dtype=np.intp)  # rows in use, and their slots
+        self.slots = np.zeros(0, dtype=np.intp)
+        self._far = np.zeros((ECHO_BANK_ROWS, FRAME_SAMPLES), dtype=np.int16)
+        self._near = np.zeros((ECHO_BANK_ROWS, FRAME_SAMPLES), dtype=np.int16)
+        # Once this many silent far frames went in, the canceller's far history is all
+        # zero and it returns the near end bit for bit: more silence need not be processed.
+        self._memory_frames = -(-self.canceller.history // FRAME_SAMPLES)
+        self._quiet_frames = 0
+
+    @property
+    def full(self) -> bool:
+        return self.rows.size == ECHO_BANK_ROWS
+
+    def add(self, slot: int) -> int:
+        row = int(np.flatnonzero(self._slot_of_row < 0)[0])
+        self._slot_of_row[row] = slot
+        self.canceller.reset(row)
+        self._index()
+        return row
+
+    def remove(self, row: int) -> None:
+        self._slot_of_row[row] = -1
+        self.canceller.reset(row)
+        self._far[row] = 0
+        self._near[row] = 0
+        self._index()
+
+    def _index(self) -> None:
+        self.rows = np.flatnonzero(self._slot_of_row >= 0)
+        self.slots = self._slot_of_row[self.rows]
+
+    def process(self, inputs: np.ndarray, sent: np.ndarray) -> None:
+        """Replace the slots' rows of `inputs` by their echo-free audio; `sent` holds what
+        each slot was sent last tick (the card plays it now: its echo starts in this frame
+        or later, the bulk-delay search finds how much later)."""
+        far = self._far
+        far[self.rows] = sent[self.slots]
+        if far.any():
+            self._quiet_frames = 0
+        else:
+            self._quiet_frames += 1
+            if self._quiet_frames > self._memory_frames:
+                return  # idle lines: nothing sent for longer than any echo lasts
+        near = self._near
+        near[self.rows] = inputs[self.slots]
+        cleaned = self.canceller.process(far, near)
+        inputs[self.slots] = cleaned[self.rows]
 
 
 @dataclass
@@ -99,6 +174,9 @@ class Mixer:
         self._endpoints: list[MediaEndpoint] = []
         self._monitors: dict[int, FrameMonitor] = {}
         self._recordings: dict[int, Recording] = {}
+        self._echo_banks: list[_EchoBank] = []
+        self._echo_rows: dict[int, tuple[_EchoBank, int]] = {}  # slot -> its bank and row
+        self._said_before_echo: dict[int, np.ndarray] = {}  # this tick, for recordings
         self._next_bridge = 0
         self._topology_dirty = True
         self._pair_slots = self._pair_peers = np.zeros(0, dtype=np.intp)
@@ -165,6 +243,7 @@ class Mixer:
             raise ValueError(f"slot {slot} is not in use")
         self.disconnect(slot)
         self.stop_sound(slot)
+        self.disable_echo_cancel(slot)
         self._monitors.pop(slot, None)
         self._recordings.pop(slot, None)
         self._in_use[slot] = False
@@ -285,14 +364,78 @@ class Mixer:
         else:
             self._monitors[slot] = monitor
 
-    def start_recording(self, slot: int) -> Recording:
+    def start_recording(self, slot: int, *, echo_cancelled: bool = False) -> Recording:
+        """Record what the slot says and hears; `echo_cancelled`: see `Recording`."""
         self._check(slot)
-        recording = Recording(slot)
+        recording = Recording(slot, echo_cancelled)
         self._recordings[slot] = recording
         return recording
 
     def stop_recording(self, slot: int) -> Recording | None:
         return self._recordings.pop(slot, None)
+
+    # ----- echo cancellation --------------------------------------------------------------
+
+    def enable_echo_cancel(self, slot: int, tail_ms: int = 32) -> None:
+        """Remove from what the slot says the echo of what it was sent (an FXO port: the
+        line's hybrid returns part of our extension's voice). Slots with the same tail
+        share one canceller of `ECHO_BANK_ROWS` rows; enabling again with the same tail
+        keeps what was learnt, another tail starts afresh. Released slots are disabled.
+        """
+        self._check(slot)
+        EchoSettings(tail_ms)  # a bad tail raises here, saying the range
+        entry = self._echo_rows.get(slot)
+        if entry is not None:
+            if entry[0].tail_ms == tail_ms:
+                return
+            self.disable_echo_cancel(slot)
+        bank = next(
+            (bank for bank in self._echo_banks if bank.tail_ms == tail_ms and not bank.full),
+            None,
+        )
+        if bank is None:
+            bank = _EchoBank(tail_ms)
+            self._echo_banks.append(bank)
+        self._echo_rows[slot] = (bank, bank.add(slot))
+
+    def disable_echo_cancel(self, slot: int) -> None:
+        """The slot's audio passes untouched again; an emptied bank is dropped."""
+        entry = self._echo_rows.pop(slot, None)
+        if entry is None:
+            return
+        bank, row = entry
+        bank.remove(row)
+        if not bank.rows.size:
+            self._echo_banks.remove(bank)
+
+    def reset_echo(self, slot: int) -> None:
+        """Forget the slot's echo path (a new call on the line); no-op if not enabled."""
+        entry = self._echo_rows.get(slot)
+        if entry is not None:
+            bank, row = entry
+            bank.canceller.reset(row)
+
+    def echo_state(self, slot: int) -> EchoState | None:
+        """The slot's canceller as it stands (None: not enabled), for status and tests."""
+        entry = self._echo_rows.get(slot)
+        if entry is None:
+            return None
+        bank, row = entry
+        return bank.canceller.state(row)
+
+    def _cancel_echo(self, inputs: np.ndarray) -> None:
+        """Runs in the tick while `self.outputs` still holds what was sent last tick."""
+        for slot, recording in self._recordings.items():
+            if not recording.echo_cancelled and slot in self._echo_rows:
+                self._said_before_echo[slot] = inputs[slot].copy()
+        for bank in list(self._echo_banks):
+            try:
+                bank.process(inputs, self.outputs)
+            except Exception:
+                # the lines keep their audio, echo and all, rather than the tick failing
+                log.exception("event=echo_cancel_failed slots=%s", bank.slots.tolist())
+                for slot in bank.slots.tolist():
+                    self.disable_echo_cancel(slot)
 
     def add_endpoint(self, endpoint: MediaEndpoint) -> None:
         """Add a source and sink of frames; one with an `attach_clock(mixer)` method is told
@@ -315,6 +458,8 @@ class Mixer:
         for endpoint in self._endpoints:
             endpoint.read_into(inputs)
         inputs[~self._in_use] = 0
+        if self._echo_banks:
+            self._cancel_echo(inputs)
         for slot, monitor in list(self._monitors.items()):
             try:
                 monitor(inputs[slot])
@@ -350,9 +495,12 @@ class Mixer:
             ]
             self._playing[ended] = False
 
+        said_before_echo = self._said_before_echo
         for slot, recording in self._recordings.items():
-            recording.said.append(inputs[slot].copy())
+            raw = said_before_echo.pop(slot, None)
+            recording.said.append(raw if raw is not None else inputs[slot].copy())
             recording.heard.append(outputs[slot].copy())
+        said_before_echo.clear()
         for endpoint in self._endpoints:
             endpoint.write_from(outputs)
         self.ticks += 1
