@@ -110,10 +110,17 @@ async def test_a_new_call_on_the_line_starts_with_a_fresh_canceller(pbx) -> None
 
 @pytest.mark.parametrize(
     ("pbx_config", "tail_ms"),
-    [(_with_city1("echo_tail_ms = 0"), 0), (_with_city1("echo_tail_ms = 48"), 48)],
+    [
+        (_with_city1("echo_tail_ms = 0"), 0),
+        (_with_city1("echo_tail_ms = 48"), 48),
+        (_with_city1("echo_tail_ms = 5"), 8),  # under the canceller's shortest: raised, warned
+    ],
 )
-async def test_the_line_config_sets_the_canceller_of_the_call_slot(pbx, tail_ms) -> None:
+async def test_the_line_config_sets_the_canceller_of_the_call_slot(pbx, tail_ms, caplog) -> None:
     channel = pbx.channel("city1")
+    setup = caplog.get_records("setup")
+    raised = [record for record in setup if "event=echo_tail_raised" in record.getMessage()]
+    assert len(raised) == (1 if tail_ms == 8 else 0)
     assert channel.echo_tail_ms == tail_ms
     await _call_out_answered(pbx)
     mixer = pbx.app.mixer
