@@ -11,7 +11,7 @@ import ipaddress
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from firmware.config.accounting_schema import AccountingConfig
 from firmware.config.fields import (
@@ -201,6 +201,13 @@ class LineConfig(Section):
     rx_gain_db: float = Field(default=0.0, ge=-12, le=12)
     tx_gain_db: float = Field(default=0.0, ge=-12, le=12)
     echo_tail_ms: int = Field(default=32, ge=0, le=128)
+
+    @field_validator("echo_tail_ms")
+    @classmethod
+    def _echo_tail(cls, value: int) -> int:
+        if 0 < value < 8:
+            raise ValueError("echo_tail_ms must be 0 (off) or 8-128 ms")
+        return value
     # With line_card.caller_id = "software": how this line's exchange sends caller ID, when
     # it differs from line_card.caller_id_profile ("auto": the site country's default).
     caller_id_profile: str | None = None

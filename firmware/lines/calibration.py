@@ -79,7 +79,7 @@ async def calibrate_line(
         if not await _wait_for(events, EventKind.DIAL_DONE, _DIAL_DONE_WAIT_S):
             raise CalibrationError("the line card did not finish dialling")
         assert channel.slot is not None
-        recording = mixer.start_recording(channel.slot)
+        recording = mixer.start_recording(channel.slot, echo_cancelled=False)  # the echo is measured
         if probe:
             await asyncio.sleep(PROBE_AFTER_S)
             if PROBE_SOUND not in mixer.sounds:
