@@ -76,6 +76,8 @@ async def start_sipp(
     if transport is not None:
         command += ["-t", transport]
     command += [*args, "-nostdin", "-timeout", f"{timeout_s}s", "-timeout_error"]
+    if "-mp" not in args:  # SIPp's default media port 6000 is shared by every other SIPp
+        command += ["-mp", str(free_port())]
     if trace_errors:
         command += ["-trace_err", "-error_file", "/dev/stderr"]
     return await asyncio.create_subprocess_exec(
