@@ -181,7 +181,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, job in ((status.get("scheduler") or {}).get("jobs") or {}).items():
         last = job.get("last_success") or "never"
         error = f", failing: {job['last_error']}" if job.get("consecutive_failures") else ""
-        print(f"scheduled {name} ({job['kind']}): next {job['next_due']}, last done {last}{error}")
+        what = f"{job['report']} report" if job.get("report") else job["kind"]
+        print(f"scheduled {name} ({what}): next {job['next_due']}, last done {last}{error}")
     mixer = status["mixer"]
     print(
         f"mixer: tick lateness p50 {mixer['late_p50_ms']} ms  p99 {mixer['late_p99_ms']} ms  "

@@ -187,6 +187,7 @@ class ReportScheduler:
             retry_at = self._retry_at.get(job.name)
             jobs[job.name] = {
                 "kind": job.kind,
+                "report": job.report.report if job.report is not None else None,
                 "next_due": format_utc(next_due(job.timing, now)),
                 "owed": None if state is None else _text(self.owed_ignoring_retry(job, now)),
                 "retry_at": _text(retry_at),

@@ -290,6 +290,6 @@ folder = "{tmp_path / 'reports'}"
             text = core.cli("status").stdout
         assert f"tcp 127.0.0.1:{port}: 1 clients" in text, text
         (line,) = [row for row in text.splitlines() if row.startswith("scheduled monthly-costs")]
-        assert "(report): next " in line and "last done never" in line, line
+        assert "(extension report): next " in line and "last done never" in line, line
     finally:
         core.stop()
