@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -21,6 +21,7 @@ from firmware.config.accounting_schema import (
     ClassPriceConfig,
     TariffConfig,
 )
+from firmware.modes.public_holidays import HolidayCalendar
 
 __all__ = [
     "E4",
@@ -184,26 +185,6 @@ class Tariff:
         return "offpeak"
 
 
-class Holidays:
-    """Public holidays of the configured country, one year at a time (read-only after)."""
-
-    def __init__(self, country: str, subdivision: str) -> None:
-        self.country = country
-        self.subdivision = subdivision or None
-        self._years: dict[int, frozenset[date]] = {}
-
-    def __contains__(self, day: date) -> bool:
-        dates = self._years.get(day.year)
-        if dates is None:
-            import holidays
-
-            calendar = holidays.country_holidays(
-                self.country, subdiv=self.subdivision, years=day.year
-            )
-            dates = self._years[day.year] = frozenset(calendar)
-        return day in dates
-
-
 class TariffBook:
     """Every tariff of one config, and which one prices a call on a given line."""
 
@@ -220,7 +201,7 @@ class TariffBook:
             self.tariffs[accounting.default_tariff] if accounting.default_tariff else None
         )
         self.holidays = (
-            Holidays(accounting.holiday_country, accounting.holiday_subdivision)
+            HolidayCalendar(accounting.holiday_country, accounting.holiday_subdivision, ("public",))
             if accounting.holidays_as_weekend
             else None
         )
@@ -256,7 +237,7 @@ class TariffBook:
 
     def band(self, tariff: Tariff, answer_utc: datetime) -> Band:
         local = answer_utc.astimezone(self.zone)
-        holiday = self.holidays is not None and local.date() in self.holidays
+        holiday = self.holidays is not None and self.holidays.name_on(local.date()) is not None
         return tariff.band(local, holiday)
 
 

@@ -610,7 +610,9 @@ class CallManager(OutsideCalls, TransferCalls):
             return
         if self._tariffs is None or self._tariffs[0] is not self.config:
             accounting = self.config.accounting
-            self._tariffs = (self.config, TariffBook(accounting, self.config.site.timezone))
+            config = self.config  # built off the loop: a holiday calendar reads its country module
+            book = await asyncio.to_thread(TariffBook, accounting, config.site.timezone)
+            self._tariffs = (config, book)
         lines = [(attempt.group or None, attempt.name) for attempt in self.routes.attempts(plan)]
         if not is_chargeable(self._tariffs[1], plan.number, lines):
             return

@@ -330,17 +330,14 @@ class AccountingConfig(Section):
 
 
 def _holiday_problems(country: str, subdivision: str) -> list[str]:
-    import holidays
+    """The same checks (and messages) as the office modes' holiday country."""
+    from firmware.modes.public_holidays import check_country
 
     if not country:
         return ["holidays_as_weekend needs holiday_country (e.g. 'PT')"]
-    try:
-        holidays.country_holidays(country, subdiv=subdivision or None)
-    except NotImplementedError:
-        return [f"holiday_country: {country!r} is not a country the holidays package knows"]
-    except ValueError as error:
-        return [f"holiday_subdivision: {error}"]
-    return []
+    return [
+        "holiday_" + problem for problem in check_country(country, subdivision, ())
+    ]
 
 
 def cross_check_accounting(config: Config) -> Iterator[str]:
