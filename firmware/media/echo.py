@@ -80,6 +80,7 @@ _DELAY_MIN_FRAMES = 4  # sampled frames of far-end activity before the first loo
 _DELAY_TOLERANCE = 16  # samples (2 ms): looks that agree; a smaller move is not made
 _DELAY_CONFIDENCE = 6.0  # peak over the correlation's rms
 _DELAY_UNIQUE = 1.5  # peak over the best lag more than 2 ms away
+_DROPPED_SHARE = 0.1  # a cancelling filter's window moves only if it loses < 10 % of its taps' energy
 
 
 @dataclass(frozen=True)
@@ -419,8 +420,21 @@ class EchoCanceller:
             agreed = abs(echo_at - int(self._last_estimate[channel])) <= _DELAY_TOLERANCE
             self._last_estimate[channel] = echo_at
             start = min(max(echo_at - self.guard, 0), self.max_delay)
-            if agreed and abs(start - int(self._offset[channel])) > _DELAY_TOLERANCE:
+            moved = abs(start - int(self._offset[channel])) > _DELAY_TOLERANCE
+            if agreed and moved and self._may_move(int(channel), start):
                 self._move_window(int(channel), start)
+
+    def _may_move(self, channel: int, start: int) -> bool:
+        """A window that cancels (ERLE at least ``_CONVERGED_DB``) is only moved when the
+        taps the move drops hold under ``_DROPPED_SHARE`` of the filter's energy: on voiced
+        speech GCC-PHAT also peaks a few pitch periods off the echo, and such a look once
+        threw a converged filter away (a 30 ms echo placed at 0 ms)."""
+        if self._erle()[channel] < _CONVERGED_DB:
+            return True
+        taps = np.fft.irfft(self._weights[0, channel], self.fft_size)[: self.tail] ** 2
+        shift = start - int(self._offset[channel])
+        kept = taps[shift:].sum() if shift > 0 else taps[: max(self.tail + shift, 0)].sum()
+        return bool(taps.sum() - kept <= _DROPPED_SHARE * taps.sum())
 
     def _move_window(self, channel: int, start: int) -> None:
         """Slide a channel's filters to a new bulk delay, keeping the overlapping taps."""
