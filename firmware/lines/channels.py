@@ -274,6 +274,11 @@ class FxoChannel(AnalogueChannel):
     Echo: the line's call slot has the mixer's echo canceller with the line's
     `echo_tail_ms` (0: off), reset when the line is seized, so the detectors and the
     extension hear the city party without the echo of the extension's own voice.
+
+    Gains: the line's `rx_gain_db` / `tx_gain_db` (`set_gains`, from the line's config)
+    scale the call slot's audio in the mixer, after the echo canceller and the line's
+    detectors (which keep hearing line levels) and before the extension; a reload applies
+    at once, in a call too.
     """
 
     technology = "fxo"
@@ -296,6 +301,8 @@ class FxoChannel(AnalogueChannel):
         self.disconnect_tone: str | None = None  # the learned tone in force, if any
         self._silence = SilenceTimer(0.0)
         self.echo_tail_ms = 32  # LineConfig's default; 0: no echo canceller
+        self.rx_gain_db = 0.0  # on what the line says, then what it is sent (LineConfig)
+        self.tx_gain_db = 0.0
         self.counters = SupervisionCounters()
         self.cleared_by: str | None = None
         # In-band DTMF from the city caller, decoded while a menu or DISA listens for keys.
@@ -345,9 +352,21 @@ class FxoChannel(AnalogueChannel):
             if self.slot is not None:
                 self._enable_echo_cancel(self.slot)  # a reload during a call: at once
 
+    def set_gains(self, rx_db: float, tx_db: float) -> None:
+        """The line's receive and send gains in dB (0: untouched); a call hears them at once
+        (the echo canceller is not disturbed: its reference is what the line was sent,
+        gain included, and the receive gain comes after it)."""
+        if (rx_db, tx_db) == (self.rx_gain_db, self.tx_gain_db):
+            return
+        self.rx_gain_db, self.tx_gain_db = rx_db, tx_db
+        log.info("event=line_gains line=%s rx_db=%+.1f tx_db=%+.1f", self.name, rx_db, tx_db)
+        if self.slot is not None:
+            self.mixer.set_gain(self.slot, rx_db, tx_db)
+
     def _attach_audio(self, slot: int) -> None:
         super()._attach_audio(slot)
         self._enable_echo_cancel(slot)
+        self.mixer.set_gain(slot, self.rx_gain_db, self.tx_gain_db)
         self.mixer.set_monitor(slot, self._listen)
 
     def _enable_echo_cancel(self, slot: int) -> None:

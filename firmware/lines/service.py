@@ -65,11 +65,14 @@ class LineCardService:
     def configure_caller_id(
         self, site: SiteConfig | None = None, lines: Sequence[LineConfig] = ()
     ) -> None:
-        """Give the ports their caller-ID profiles (software mode) or none (card mode).
+        """Give the ports their caller-ID profiles (software mode) or none (card mode), and
+        the FXO lines their `rx_gain_db` / `tx_gain_db` (`_configure_gains`).
 
         Without `site`, "auto" follows the tone plan's country and the date/time field is
-        UTC; `lines` carry the per-line profiles.
+        UTC; `lines` carry the per-line profiles and gains. Called at start and on every
+        config reload (firmware/app.py), which is why the gains are set here.
         """
+        self._configure_gains(lines)
         software = self.config.caller_id == "software"
         country = site.country if site is not None else self.plan.country
         zone = site_zone(site.timezone) if site is not None else site_zone("UTC")
@@ -92,6 +95,13 @@ class LineCardService:
                     if isinstance(channel, FxoChannel) and channel.caller_id_profile is not None
                 ),
             )
+
+    def _configure_gains(self, lines: Sequence[LineConfig]) -> None:
+        """Each FXO line's gains from its `[[lines]]` entry (a port without one: 0 dB)."""
+        gains = {line.port: (line.rx_gain_db, line.tx_gain_db) for line in lines}
+        for port, channel in self.channels.items():
+            if isinstance(channel, FxoChannel):
+                channel.set_gains(*gains.get(port, (0.0, 0.0)))
 
     async def start(self) -> None:
         self.mixer.add_endpoint(self.audio)

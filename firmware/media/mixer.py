@@ -4,10 +4,13 @@ Every leg owns a slot (a row in the frame arrays). Each tick:
 1. media endpoints (line card audio, RTP later) write the frames they received into `inputs`;
    slots with echo cancellation (FXO ports) have the echo of what they were sent removed,
    before monitors and bridges hear them (`enable_echo_cancel`, docs/echo-canceller.md);
+   monitors hear the slot at that point, then slots with a receive gain (FXO lines,
+   `set_gain`) are scaled before the bridges hear them;
 2. bridges are summed with one `np.add.reduceat` over the slots sorted by bridge, and each
    member hears its bridge's sum minus itself (two-party calls and conferences alike);
 3. sounds (tones, prompts) are added with one gather from the sound bank;
-4. endpoints read the frames to send from `outputs`.
+4. slots with a send gain are scaled, and endpoints read the frames to send from `outputs`
+   (what stays in `outputs` is what went out: the next tick's echo canceller reference).
 Nothing here loops over samples; Python loops run only over endpoints, monitors and recorders,
 which are few. Topology changes only mark a cache dirty; the sort happens once per change.
 """
@@ -27,6 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from firmware.media.echo import EchoCanceller, EchoSettings, EchoState
+from firmware.media.levels import db_to_gain, gain_to_db
 from firmware.media.soundbank import SoundBank
 
 FRAME_SAMPLES = 160
@@ -37,6 +41,7 @@ _LATENESS_HISTORY = 3000  # one minute of ticks
 _MAX_CATCH_UP_TICKS = 5
 ECHO_BANK_ROWS = 8  # rows of one canceller: the FXO ports of a card; more lines open a bank
 ECHO_MAX_BULK_DELAY_MS = 64  # card buffering + line delay the canceller searches for
+MAX_GAIN_DB = 24.0  # |gain| a slot may have: the line config allows 12
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +66,11 @@ class MixerFullError(RuntimeError):
 class Recording:
     """Frames a slot said and heard, kept in memory until the recorder is stopped.
 
-    On a slot with echo cancellation, `said` is what its endpoint delivered (the line's
-    own audio, echo included: line calibration measures that echo) unless the recording
-    was started with `echo_cancelled=True` (what monitors and bridges heard).
+    `said` is what the slot's endpoint delivered (on an FXO line the raw line audio, echo
+    included and no receive gain: line calibration measures that echo and the tone's
+    level) unless the recording was started with `echo_cancelled=True` (what the bridge heard: echo removed, the
+    slot's receive gain applied). `heard` is what the endpoint was given to send (its send
+    gain applied: what went to the line).
     """
 
     slot: int
@@ -176,7 +183,10 @@ class Mixer:
         self._recordings: dict[int, Recording] = {}
         self._echo_banks: list[_EchoBank] = []
         self._echo_rows: dict[int, tuple[_EchoBank, int]] = {}  # slot -> its bank and row
-        self._said_before_echo: dict[int, np.ndarray] = {}  # this tick, for recordings
+        self._said_before_echo: dict[int, np.ndarray] = {}  # this tick's raw, for recordings
+        # slots whose gain is not 0 dB: the only rows scaled (0 dB costs nothing, bit-exact)
+        self._rx_gain_slots = np.zeros(0, dtype=np.intp)
+        self._tx_gain_slots = np.zeros(0, dtype=np.intp)
         self._next_bridge = 0
         self._topology_dirty = True
         self._pair_slots = self._pair_peers = np.zeros(0, dtype=np.intp)
@@ -212,6 +222,8 @@ class Mixer:
             self._play_position = np.zeros(capacity, dtype=np.int64)
             self._play_loop = np.zeros(capacity, dtype=bool)
             self._in_use = np.zeros(capacity, dtype=bool)
+            self._rx_gain = np.ones(capacity, dtype=np.float32)
+            self._tx_gain = np.ones(capacity, dtype=np.float32)
         else:
             self.inputs = grown(self.inputs, 0)
             self.outputs = grown(self.outputs, 0)
@@ -222,6 +234,8 @@ class Mixer:
             self._play_position = grown(self._play_position, 0)
             self._play_loop = grown(self._play_loop, False)
             self._in_use = grown(self._in_use, False)
+            self._rx_gain = grown(self._rx_gain, 1)
+            self._tx_gain = grown(self._tx_gain, 1)
         self._free.extend(range(capacity - 1, old - 1, -1))
         self._capacity = capacity
 
@@ -244,6 +258,8 @@ class Mixer:
         self.disconnect(slot)
         self.stop_sound(slot)
         self.disable_echo_cancel(slot)
+        if self._rx_gain[slot] != 1.0 or self._tx_gain[slot] != 1.0:
+            self.set_gain(slot, 0.0, 0.0)
         self._monitors.pop(slot, None)
         self._recordings.pop(slot, None)
         self._in_use[slot] = False
@@ -317,7 +333,11 @@ class Mixer:
         bridged = np.flatnonzero(self._bridge != NO_BRIDGE)
         members = bridged[np.argsort(self._bridge[bridged], kind="stable")]
         bridges = self._bridge[members]
-        starts = np.flatnonzero(np.concatenate([[True], np.diff(bridges) != 0])) if members.size else members
+        starts = (
+            np.flatnonzero(np.concatenate([[True], np.diff(bridges) != 0]))
+            if members.size
+            else members
+        )
         sizes = np.diff(np.concatenate([starts, [members.size]])) if members.size else members
         pair_starts = starts[sizes == 2]
         first, second = members[pair_starts], members[pair_starts + 1]
@@ -328,7 +348,9 @@ class Mixer:
         conference_bridges = bridges[in_conference]
         if conference.size:
             changes = np.diff(conference_bridges) != 0
-            self._conference_starts = np.flatnonzero(np.concatenate([[True], changes])).astype(np.intp)
+            self._conference_starts = np.flatnonzero(np.concatenate([[True], changes])).astype(
+                np.intp
+            )
             self._conference_group = np.concatenate([[0], np.cumsum(changes)]).astype(np.intp)
         else:
             self._conference_starts = np.zeros(0, dtype=np.intp)
@@ -373,6 +395,42 @@ class Mixer:
 
     def stop_recording(self, slot: int) -> Recording | None:
         return self._recordings.pop(slot, None)
+
+    # ----- gains -------------------------------------------------------------------------
+
+    def set_gain(self, slot: int, rx_db: float = 0.0, tx_db: float = 0.0) -> None:
+        """Scale what the slot says by `rx_db` and what it is sent by `tx_db` (an FXO line's
+        `rx_gain_db` / `tx_gain_db`), from the next tick on; int16 saturates, never wraps.
+
+        Receive gain comes after the echo canceller and the monitors (line-level
+        detectors), before bridges and echo-cancelled recordings; send gain comes last,
+        so the canceller's reference and raw recordings are what the line was really sent.
+        0 dB takes the slot out of the scaled rows: bit-exact, no cost.
+        """
+        self._check(slot)
+        for value in (rx_db, tx_db):
+            if not -MAX_GAIN_DB <= value <= MAX_GAIN_DB:
+                raise ValueError(f"gain {value} dB: at most ±{MAX_GAIN_DB:g} dB")
+        self._rx_gain[slot] = db_to_gain(rx_db)
+        self._tx_gain[slot] = db_to_gain(tx_db)
+        self._index_gains()
+
+    def gain_db(self, slot: int) -> tuple[float, float]:
+        """(rx, tx) in dB as set (rounded to 0.01 dB), for status and tests."""
+        rx, tx = float(self._rx_gain[slot]), float(self._tx_gain[slot])
+        return round(gain_to_db(rx), 2), round(gain_to_db(tx), 2)
+
+    def _index_gains(self) -> None:
+        self._rx_gain_slots = np.flatnonzero(self._rx_gain != 1.0).astype(np.intp)
+        self._tx_gain_slots = np.flatnonzero(self._tx_gain != 1.0).astype(np.intp)
+
+    @staticmethod
+    def _apply_gain(frames: np.ndarray, slots: np.ndarray, gains: np.ndarray) -> None:
+        """frames[slots] *= gains[slots], rounded and saturated to int16, in place."""
+        scaled = frames[slots] * gains[slots, None]
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, -32768, 32767, out=scaled)
+        frames[slots] = scaled
 
     # ----- echo cancellation --------------------------------------------------------------
 
@@ -425,9 +483,6 @@ class Mixer:
 
     def _cancel_echo(self, inputs: np.ndarray) -> None:
         """Runs in the tick while `self.outputs` still holds what was sent last tick."""
-        for slot, recording in self._recordings.items():
-            if not recording.echo_cancelled and slot in self._echo_rows:
-                self._said_before_echo[slot] = inputs[slot].copy()
         for bank in list(self._echo_banks):
             try:
                 bank.process(inputs, self.outputs)
@@ -458,6 +513,9 @@ class Mixer:
         for endpoint in self._endpoints:
             endpoint.read_into(inputs)
         inputs[~self._in_use] = 0
+        for slot, recording in self._recordings.items():
+            if not recording.echo_cancelled:  # the raw line audio: before echo and gain
+                self._said_before_echo[slot] = inputs[slot].copy()
         if self._echo_banks:
             self._cancel_echo(inputs)
         for slot, monitor in list(self._monitors.items()):
@@ -466,6 +524,8 @@ class Mixer:
             except Exception:
                 log.exception("event=monitor_failed slot=%d", slot)
                 self._monitors.pop(slot, None)
+        if self._rx_gain_slots.size:
+            self._apply_gain(inputs, self._rx_gain_slots, self._rx_gain)
 
         if self._topology_dirty:
             self._rebuild_topology()
@@ -494,6 +554,8 @@ class Mixer:
                 & (self._play_position[playing] >= self._play_length[playing])
             ]
             self._playing[ended] = False
+        if self._tx_gain_slots.size:
+            self._apply_gain(outputs, self._tx_gain_slots, self._tx_gain)
 
         said_before_echo = self._said_before_echo
         for slot, recording in self._recordings.items():
