@@ -5,13 +5,14 @@ Opens N RTP legs on the real `RtpEndpoint` (N/2 bridged calls, PCMU), with N pla
 the tick's parts are run and timed one by one with `time.perf_counter`:
 
 * send: the phones' sendto (the test's cost, shown for scale, not the appliance's);
-* drain: `RtpEndpoint.drain()` (epoll + recvfrom, then the fast lane's numpy filing, or
-  `RtpSession.receive` per packet with --slow);
+* drain: `RtpEndpoint.drain()` (epoll + `recv_into` on the fast lane's connected sockets,
+  then its numpy filing; or recvfrom and `RtpSession.receive` per packet with --slow);
 * decode: the endpoint's play-out (`FastLane.play_out`, or `decode_tick` with --slow);
 * mix: the mixer's bridges;
-* encode: `encode_payloads` (G.711 into the packet buffer) and the headers
-  (`FastLane.write_headers` for all legs at once, or `packet_into` per leg with --slow);
-* sendto: the legs' sendto calls (what `write_from` does after encoding);
+* encode: `RtpEndpoint._encode`: `encode_payloads` (G.711 into the packet buffer) and the
+  fast lane's headers (`FastLane.write_headers`, all legs at once);
+* sendto: `RtpEndpoint._send`: one `send` per leg on its connected socket (`sendto`, and
+  `packet_into` for the header, per leg with --slow): the rest of `write_from`;
 then the phones read what came back. Loopback only, bounded (`--rounds`, default 500).
 
     .venv/bin/python bench/rtp_tick.py [--legs 200] [--rounds 500] [--profile] [--slow]
@@ -36,7 +37,7 @@ from common import run
 
 from firmware.media.codecs import PCMU
 from firmware.media.mixer import Mixer
-from firmware.media.rtp import HEADER_SIZE, PACKET_SIZE, decode_tick, encode_payloads
+from firmware.media.rtp import HEADER_SIZE, PACKET_SIZE, decode_tick
 from firmware.media.rtp_endpoint import RtpEndpoint, RtpPortRange
 
 HOST = "127.0.0.1"
@@ -99,22 +100,9 @@ async def measure(legs: int, rounds: int, profile: bool, fast: bool) -> dict[str
         outputs.fill(0)
         outputs[mixer._pair_slots] = inputs[mixer._pair_peers]
         t4 = clock()
-        encode_payloads(endpoint._sessions, endpoint._groups, outputs, endpoint._packets)
-        if fast and round_ >= warm:
-            endpoint.lane.write_headers(slice(0, legs), endpoint._lane_rows, endpoint._packets)
-            lengths = [PACKET_SIZE] * legs
-        else:
-            flat = endpoint._flat
-            lengths = [
-                session.packet_into(flat, index * PACKET_SIZE)
-                for index, session in enumerate(endpoint._sessions)
-            ]
+        plain = endpoint._encode(outputs)
         t5 = clock()
-        views = endpoint._packet_views
-        sessions = endpoint._sessions
-        for index, length in enumerate(lengths):
-            if length:
-                endpoint._socks[index].sendto(views[index], sessions[index].learned_remote)
+        endpoint._send(plain)
         t6 = clock()
         for phone in phones:
             with contextlib.suppress(BlockingIOError):

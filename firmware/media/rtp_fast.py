@@ -228,6 +228,7 @@ class FastLane:
         self.fast[row] = True
         leg.fast = True
         self.entered += 1
+        leg.lane_joined()
         return True
 
     def hand_back_counters(self, leg: RtpLeg) -> None:
@@ -275,18 +276,17 @@ class FastLane:
         self.fast[row] = False
         leg.fast = False
         self.left += 1
+        leg.lane_left()
 
     # ----- per round of the drain ---------------------------------------------------------
 
-    def receive(
-        self, legs: list[RtpLeg], datagrams: list[bytes], now: float
-    ) -> list[int]:
-        """File one round of candidate packets (at most one per leg, each 172 bytes from the
-        leg's learnt source); returns the positions of those that must take the ordinary
-        path (their legs have left the lane already)."""
-        count = len(legs)
+    def receive(self, legs: list[RtpLeg], packets: np.ndarray, now: float) -> list[int]:
+        """File one round of candidate packets: row i of `packets` (uint8, at least 172
+        columns) is legs[i]'s, at most one per leg, each 172 bytes from the leg's learnt
+        source; returns the positions of those that must take the ordinary path (their legs
+        have left the lane already)."""
         rows = np.array([leg.lane_row for leg in legs], dtype=np.intp)
-        packets = np.frombuffer(b"".join(datagrams), dtype=np.uint8).reshape(count, PACKET_SIZE)
+        packets = packets[: len(legs), :PACKET_SIZE]
         header = packets[:, :HEADER_SIZE]
         sequence = header[:, 2:4].view(">u2")[:, 0].astype(np.int64)
         timestamp = header[:, 4:8].view(">u4")[:, 0].astype(np.int64)

@@ -300,6 +300,9 @@ async def test_rfc4733_digits_from_the_provider_are_heard_as_dtmf_on_the_handset
         Direction.INCOMING, Disposition.ANSWERED, "202",
     )  # fmt: skip
     assert pbx.app.sip.legs == {}
+    # The record was written when the provider hung up; the handset's slot goes when the
+    # card reports it on hook.
+    await pbx.wait_state("202", LegState.IDLE)
     assert pbx.app.mixer.slots_in_use == 0
 
 
