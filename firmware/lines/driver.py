@@ -24,13 +24,14 @@ import serial
 
 from firmware.lines.link import LinkEndpoint
 from firmware.lines.protocol import Fault, FaultCode, Heartbeat, Hello, Inventory, Message
+from firmware.lines.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[Message], None]
 LinkHandler = Callable[[bool, Inventory | None], None]
 
-_SUPERVISE_EVERY_S = 0.02
+_SUPERVISE_MAX_S = 0.5  # the longest sleep between looks at the link
 _REOPEN_MIN_S = 0.5
 _REOPEN_MAX_S = 5.0
 
@@ -147,6 +148,7 @@ class LineCardDriver:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link_lost = asyncio.Event()
+        self._wakeup = Wakeup()
         self._last_heard = 0.0
         self._last_sent = 0.0
         self.link_losses = 0
@@ -179,6 +181,7 @@ class LineCardDriver:
         now = self._loop.time()
         self._last_sent = now
         self._threads.write(self._link.send(message, now))
+        self._wakeup.poke()  # its retransmission may be due before the supervisor would look
 
     @property
     def counters(self) -> dict[str, Any]:
@@ -242,8 +245,17 @@ class LineCardDriver:
                 return
             if now - self._last_sent >= self.heartbeat_s:
                 self.send(Heartbeat())
-            # A plain sleep: wait_for() on Python 3.11 can swallow a cancellation (stop()).
-            await asyncio.sleep(_SUPERVISE_EVERY_S)
+            # Asleep until something is due: a retransmission, the heartbeat, the silence
+            # limit; a send, an ack or a lost link pokes it earlier.
+            wake = min(
+                self._last_sent + self.heartbeat_s,
+                self._last_heard + self.link_timeout_s + 0.001,
+                now + _SUPERVISE_MAX_S,
+            )
+            due = self._link.next_deadline()
+            if due is not None:
+                wake = min(wake, due)
+            await self._wakeup.sleep(wake - self._loop.time())
 
     async def _close_port(self) -> None:
         threads, self._threads = self._threads, None
@@ -267,6 +279,7 @@ class LineCardDriver:
             log.warning("event=linecard_problem url=%s reason=%r", self.url, reason)
         self.last_error = reason
         self._link_lost.set()
+        self._wakeup.poke()
 
     # ----- callbacks from the serial threads (on the loop) -------------------------------
 
@@ -280,6 +293,7 @@ class LineCardDriver:
         messages, replies = self._link.receive(data, now)
         if replies:
             self._threads.write(replies)
+            self._wakeup.poke()  # acks may have let queued frames out: new deadlines
         if self._link.last_received_at is not None:
             self._last_heard = max(self._last_heard, self._link.last_received_at)
         for message in messages:
@@ -300,6 +314,7 @@ class LineCardDriver:
                 log.warning("event=linecard_resync reason=card_lost_messages")
                 self._link.start_session(now)
                 self._threads.write(self._link.send(Hello(), now))
+                self._wakeup.poke()
                 self.resyncs += 1
             elif self.status == LinkStatus.UP:
                 try:

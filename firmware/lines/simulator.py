@@ -55,6 +55,7 @@ from firmware.lines.protocol import (
     RingStop,
 )
 from firmware.lines.sim_acoustics import AcousticsTap, LineAcoustics
+from firmware.lines.wakeup import Wakeup
 from firmware.media.clip import caller_id_info
 from firmware.media.clip_audio import (
     ClipProfile,
@@ -70,7 +71,7 @@ from firmware.media.tones import TonePlan, render_cycle
 log = logging.getLogger(__name__)
 
 FIRMWARE_VERSION = "sim-1.0"
-_POLL_S = 0.01
+_IDLE_POLL_S = 0.5  # the longest sleep of the link loop: host-silence checks at this pace
 _CARD_LINK_TIMEOUT_S = 3.0
 
 
@@ -397,6 +398,7 @@ class SimulatedLineCard:
         self.received: list[Message] = []
         self.port_number = 0
         self._acoustics: AcousticsTap | None = None
+        self._wakeup = Wakeup()
 
     @property
     def url(self) -> str:
@@ -500,6 +502,8 @@ class SimulatedLineCard:
         now = time.monotonic()
         messages, replies = self._link.receive(data, now)
         self._write(replies)
+        if replies:
+            self._wakeup.poke()  # acks may have let queued frames out: new deadlines
         self._last_heard = now
         for message in messages:
             self.received.append(message)
@@ -516,10 +520,14 @@ class SimulatedLineCard:
         if self._writer is None or not self._session:
             return
         self._write(self._link.send(message, time.monotonic()))
+        self._wakeup.poke()  # its retransmission may be due before the loop would look
 
     async def _poll_loop(self) -> None:
+        """Retransmissions when due, and the host's silence; asleep in between."""
         while True:
-            await asyncio.sleep(_POLL_S)
+            due = self._link.next_deadline()
+            wait = _IDLE_POLL_S if due is None else min(due - time.monotonic(), _IDLE_POLL_S)
+            await self._wakeup.sleep(wait)
             now = time.monotonic()
             data, given_up = self._link.poll(now)
             self._write(data)
