@@ -80,7 +80,11 @@ _DELAY_MIN_FRAMES = 4  # sampled frames of far-end activity before the first loo
 _DELAY_TOLERANCE = 16  # samples (2 ms): looks that agree; a smaller move is not made
 _DELAY_CONFIDENCE = 6.0  # peak over the correlation's rms
 _DELAY_UNIQUE = 1.5  # peak over the best lag more than 2 ms away
-_DROPPED_SHARE = 0.1  # a cancelling filter's window moves only if it loses < 10 % of its taps' energy
+_LS_FRAMES = 50  # single-talk frames (1 s) after a placement solved by least squares
+_LS_DONE_DB = 30.0  # ... or until the canceller reaches this ERLE
+_LS_ITERATIONS = 6  # conjugate-gradient iterations per frame, warm-started
+_LS_RIDGE = 1e-5  # of the far end's energy: taps the far end never excited stay small
+_DROPPED_SHARE = 0.25  # a cancelling window moves only if the taps dropped hold < 1/4 of the residual
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,16 @@ class EchoCanceller:
         self._last_estimate = np.full(channels, -1, dtype=np.int64)
         self._near_talk_frames = np.zeros(channels, dtype=np.int64)
         self._echo_peak = np.zeros(channels)
+        self._ls_frames = np.zeros(channels, dtype=np.int64)
+        self._ls_far = np.zeros((channels, spectrum_bins), dtype=complex)
+        self._ls_cross = np.zeros((channels, spectrum_bins), dtype=complex)
+        self._ls_taps = np.zeros((channels, self.tail))
+        self._ls_prior = np.zeros((channels, self.tail))
+        self._ls_open = np.zeros(channels, dtype=bool)
+        self._ls_start = np.zeros((channels, self.tail - 1))
+        self._frame_mask = np.zeros(self.fft_size)
+        self._frame_mask[-self.frame :] = 1.0
+        self._ls_size = 1 << (2 * self.tail - 1).bit_length()
         self._frames = 0
         self._double_talk = np.zeros(channels, dtype=bool)
         self._suppressing = np.zeros(channels, dtype=bool)
@@ -232,6 +246,7 @@ class EchoCanceller:
         self._last_estimate[rows] = -1
         self._near_talk_frames[rows] = 0
         self._echo_peak[rows] = 0.0
+        self._forget_least_squares(rows)
         self._double_talk[rows] = False
         self._suppressing[rows] = False
 
@@ -305,6 +320,13 @@ class EchoCanceller:
         self._learn_leakage(residual_power, echo_power, single_talk)
         self._compare_filters(np.stack((residual_power, background_power)), near_power, far_active)
         self._track_erle(near_power, residual_power, single_talk)
+        young = (self._ls_frames < _LS_FRAMES) & (self._erle() < _LS_DONE_DB)
+        broken = young & far_active & ~single_talk & self._ls_open
+        if broken.any():  # double talk: the fit starts a new stretch from where it stands
+            self._restart_least_squares(np.flatnonzero(broken), self._ls_taps[broken])
+        if np.any(young & single_talk):
+            rows = np.flatnonzero(young & single_talk)
+            self._least_squares(rows, windows[:, -1], spectra[:, -1], near)
         echo_peak = np.abs(foreground).max(axis=1)
         ratio = np.where(single_talk, echo_peak / np.maximum(far_peak, 1.0), 0.0)
         self._echo_peak = np.maximum(self._echo_peak * _ECHO_PEAK_DECAY, ratio)
@@ -353,6 +375,95 @@ class EchoCanceller:
         impulse = np.fft.irfft(gradient, size)
         impulse[:, self.tail :] = 0.0
         self._weights[1] += step * np.fft.rfft(impulse)
+
+    def _forget_least_squares(self, rows: slice | int | np.ndarray) -> None:
+        """A new placement (or line): the fit starts over, from no filter."""
+        self._ls_frames[rows] = 0
+        self._restart_least_squares(rows, 0.0)
+
+    def _restart_least_squares(
+        self, rows: slice | int | np.ndarray, taps: float | np.ndarray
+    ) -> None:
+        """Start a new stretch of frames to fit, pulled towards ``taps`` where it knows
+        nothing yet (the ridge): the statistics hold only consecutive single-talk frames."""
+        self._ls_far[rows] = 0.0
+        self._ls_cross[rows] = 0.0
+        self._ls_open[rows] = False
+        self._ls_taps[rows] = taps
+        self._ls_prior[rows] = taps
+
+    def _least_squares(
+        self, rows: np.ndarray, window: np.ndarray, spectrum: np.ndarray, near: np.ndarray
+    ) -> None:
+        """While a window placement is young, the background filter is the least-squares
+        fit over every single-talk frame since: NLMS learns speech slowly (a syllable
+        excites a few harmonics, the next one others), while the fit over the frames so far
+        holds what each of them taught. The far end's autocorrelation and its correlation
+        with the near end, over the tail's lags, are accumulated as spectra; the normal
+        equations (a Toeplitz matrix less the rows that would run past the newest sample)
+        are solved by a few warm-started conjugate-gradient steps per frame with FFT
+        products and a circulant preconditioner, so no matrix is ever formed."""
+        size, tail, m = self.fft_size, self.tail, self._ls_size
+        conjugate = np.conj(spectrum[rows])
+        segment = window[rows]
+        padded = np.zeros((rows.size, size))
+        padded[:, -self.frame :] = near[rows]
+        opening = rows[~self._ls_open[rows]]
+        if opening.size:  # the samples before a stretch's first frame, for its first rows
+            self._ls_start[opening] = window[opening, size - self.frame - tail + 1 : -self.frame]
+            self._ls_open[opening] = True
+        self._ls_far[rows] += conjugate * np.fft.rfft(segment * self._frame_mask)
+        self._ls_cross[rows] += conjugate * np.fft.rfft(padded)
+        self._ls_frames[rows] += 1
+        lags = np.fft.irfft(self._ls_far[rows], size)[:, :tail]
+        target = np.fft.irfft(self._ls_cross[rows], size)[:, :tail]
+        ridge = (_LS_RIDGE * lags[:, 0] + tail * _POWER_FLOOR)[:, None]
+        column = np.zeros((rows.size, m))
+        column[:, :tail] = lags
+        column[:, m - tail + 1 :] = lags[:, :0:-1]
+        # the autocorrelation counts products of the stretch's newest samples that no row
+        # holds, and misses those of the samples before its first frame that its first rows
+        # hold: rows past each end (the far end zero beyond it) are subtracted and added
+        ends = np.stack((self._ls_start[rows], segment[:, size - tail + 1 :]))
+        transfers = np.concatenate((np.fft.rfft(column)[None], np.fft.rfft(ends, m)))
+        mirrored = np.fft.rfft(ends[..., ::-1], m) * np.array([1.0, -1.0])[:, None, None]
+
+        def product(vector: np.ndarray, rims: int = 1) -> np.ndarray:
+            parts = np.fft.irfft(transfers[: rims + 1] * np.fft.rfft(vector, m), m)
+            beyond = parts[1:, :, tail - 1 : 2 * tail - 2]
+            rim = np.fft.irfft(np.fft.rfft(beyond, m) * mirrored[:rims], m)[..., : tail - 1]
+            result = parts[0][:, :tail] + ridge * vector
+            result[:, 1:] += rim.sum(axis=0)
+            return result
+
+        # T. Chan's circulant preconditioner of size tail
+        k = np.arange(tail)
+        wrapped = np.concatenate((lags[:, :1], lags[:, :0:-1]), axis=1)
+        eigen = np.maximum(np.fft.rfft(((tail - k) * lags + k * wrapped) / tail).real, 0.0)
+        eigen += ridge
+
+        def precondition(vector: np.ndarray) -> np.ndarray:
+            return np.fft.irfft(np.fft.rfft(vector) / eigen, tail)
+
+        taps = self._ls_taps[rows]
+        # the newest samples' rows change every frame: they are taken at the taps so far
+        # (solving A w = p + E w_previous, A the matrix without them; E shrinks relative to
+        # A as frames add up, and at the fixed point this is the least-squares solution)
+        remainder = target + ridge * self._ls_prior[rows] - product(taps, rims=2)
+        z = precondition(remainder)
+        direction = z
+        rz = np.einsum("cs,cs->c", remainder, z)[:, None]
+        for _ in range(_LS_ITERATIONS):  # A and the preconditioner are positive definite
+            applied = product(direction)
+            alpha = rz / (np.einsum("cs,cs->c", direction, applied)[:, None] + 1e-300)
+            taps += alpha * direction
+            remainder -= alpha * applied
+            z = precondition(remainder)
+            rz_next = np.einsum("cs,cs->c", remainder, z)[:, None]
+            direction = z + (rz_next / (rz + 1e-300)) * direction
+            rz = rz_next
+        self._ls_taps[rows] = taps
+        self._weights[1, rows] = np.fft.rfft(taps, size)
 
     def _compare_filters(
         self, error_power: np.ndarray, near_power: np.ndarray, far_active: np.ndarray
@@ -426,15 +537,17 @@ class EchoCanceller:
 
     def _may_move(self, channel: int, start: int) -> bool:
         """A window that cancels (ERLE at least ``_CONVERGED_DB``) is only moved when the
-        taps the move drops hold under ``_DROPPED_SHARE`` of the filter's energy: on voiced
-        speech GCC-PHAT also peaks a few pitch periods off the echo, and such a look once
-        threw a converged filter away (a 30 ms echo placed at 0 ms)."""
-        if self._erle()[channel] < _CONVERGED_DB:
+        taps the move drops hold less than ``_DROPPED_SHARE`` of what the filter leaves
+        (the residual's share, 1 / ERLE): on voiced speech GCC-PHAT also peaks a few pitch
+        periods off the echo, and such a look once threw a converged filter away (a 30 ms
+        echo placed at 0 ms); a look that only trims empty taps still moves it."""
+        erle = self._erle()[channel]
+        if erle < _CONVERGED_DB:
             return True
         taps = np.fft.irfft(self._weights[0, channel], self.fft_size)[: self.tail] ** 2
         shift = start - int(self._offset[channel])
         kept = taps[shift:].sum() if shift > 0 else taps[: max(self.tail + shift, 0)].sum()
-        return bool(taps.sum() - kept <= _DROPPED_SHARE * taps.sum())
+        return bool(taps.sum() - kept <= _DROPPED_SHARE * 10.0 ** (-erle / 10.0) * taps.sum())
 
     def _move_window(self, channel: int, start: int) -> None:
         """Slide a channel's filters to a new bulk delay, keeping the overlapping taps."""
@@ -450,6 +563,8 @@ class EchoCanceller:
         self._weights[:, channel] = np.fft.rfft(moved, self.fft_size)
         self._offset[channel] = start
         self._smoothed_error[:, channel] = 0.0
+        self._ls_frames[channel] = 0
+        self._restart_least_squares(channel, moved[1])
 
     # ----- non-linear processor ----------------------------------------------------------
 
