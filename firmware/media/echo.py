@@ -298,9 +298,9 @@ class EchoCanceller:
         self._near_talk_frames = np.where(
             near_talk, self._near_talk_frames + 1, np.where(far_active, 0, self._near_talk_frames)
         )
-        refined = far_active & (residual_power > _NEAR_TALK_MARGIN * expected)
-        refined &= self._erle() >= _CONVERGED_DB
-        refined &= self._near_talk_frames <= _STUCK_NEAR_TALK_FRAMES
+        converged = self._erle() >= _CONVERGED_DB
+        suspect = far_active & converged & (residual_power > _NEAR_TALK_MARGIN * expected)
+        refined = suspect & (self._near_talk_frames <= _STUCK_NEAR_TALK_FRAMES)
         single_talk = far_active & ~double_talk & ~refined
         step = np.where(single_talk, STEP, 0.0)[:, None]
         adapting = bool(single_talk.any())
@@ -321,11 +321,19 @@ class EchoCanceller:
         self._compare_filters(np.stack((residual_power, background_power)), near_power, far_active)
         self._track_erle(near_power, residual_power, single_talk)
         young = (self._ls_frames < _LS_FRAMES) & (self._erle() < _LS_DONE_DB)
-        broken = young & far_active & ~single_talk & self._ls_open
-        if broken.any():  # double talk: the fit starts a new stretch from where it stands
-            self._restart_least_squares(np.flatnonzero(broken), self._ls_taps[broken])
-        if np.any(young & single_talk):
-            rows = np.flatnonzero(young & single_talk)
+        fitting = young & single_talk & ~suspect
+        # a frame the fit must leave out (double talk, or a residual the energy test
+        # suspects): before convergence the fit starts a new stretch from where it stands;
+        # after, it ends and NLMS goes on (near-end speech the detectors missed must not
+        # pile up in the fit's statistics)
+        broken = young & far_active & ~fitting & self._ls_open
+        if np.any(broken & converged):
+            self._ls_frames[broken & converged] = _LS_FRAMES
+        if np.any(broken & ~converged):
+            rows = np.flatnonzero(broken & ~converged)
+            self._restart_least_squares(rows, self._ls_taps[rows])
+        if fitting.any():
+            rows = np.flatnonzero(fitting)
             self._least_squares(rows, windows[:, -1], spectra[:, -1], near)
         echo_peak = np.abs(foreground).max(axis=1)
         ratio = np.where(single_talk, echo_peak / np.maximum(far_peak, 1.0), 0.0)
@@ -563,8 +571,11 @@ class EchoCanceller:
         self._weights[:, channel] = np.fft.rfft(moved, self.fft_size)
         self._offset[channel] = start
         self._smoothed_error[:, channel] = 0.0
-        self._ls_frames[channel] = 0
-        self._restart_least_squares(channel, moved[1])
+        if self._erle()[channel] < _CONVERGED_DB:  # the fit starts over at the new place
+            self._ls_frames[channel] = 0
+            self._restart_least_squares(channel, moved[1])
+        else:  # a converged filter trimmed of empty taps: NLMS goes on from it
+            self._ls_frames[channel] = _LS_FRAMES
 
     # ----- non-linear processor ----------------------------------------------------------
 
