@@ -84,7 +84,7 @@ _LS_FRAMES = 50  # single-talk frames (1 s) after a placement solved by least sq
 _LS_DONE_DB = 40.0  # ... or until the canceller reaches this ERLE
 _LS_ITERATIONS = 6  # conjugate-gradient iterations per frame, warm-started
 _LS_RIDGE = 1e-5  # of the far end's energy: taps the far end never excited stay small
-_DROPPED_SHARE = 0.25  # a cancelling window moves only if the taps dropped hold < 1/4 of the residual
+_DROPPED_SHARE = 0.25  # a cancelling window moves if the dropped taps hold < 1/4 of its residual
 
 
 @dataclass(frozen=True)
