@@ -47,7 +47,7 @@ FRAME_SAMPLES = 160
 MIN_TAIL_MS = 8
 MAX_TAIL_MS = 128
 MAX_BULK_DELAY_MS = 256
-GUARD_MS = 1  # the window starts this much before the echo's strongest correlation
+GUARD_MS = 1  # the window starts this much before the echo's onset
 GEIGEL_THRESHOLD = 1.0  # until the echo path is learnt: a near peak above the far peak
 GEIGEL_MIN_THRESHOLD = 0.25  # never more sensitive than a near peak 12 dB under the far
 GEIGEL_HANGOVER_FRAMES = 4  # 80 ms: the end of a near-end word is not adapted on
@@ -84,6 +84,8 @@ _LS_FRAMES = 50  # single-talk frames (1 s) after a placement solved by least sq
 _LS_DONE_DB = 40.0  # ... or until the canceller reaches this ERLE
 _LS_ITERATIONS = 6  # conjugate-gradient iterations per frame, warm-started
 _LS_RIDGE = 1e-5  # of the far end's energy: taps the far end never excited stay small
+_ONSET_SPAN = 16  # samples (2 ms) before the correlation's peak searched for the onset
+_ONSET_SHARE = 0.5  # of the peak: the onset's correlation
 _DROPPED_SHARE = 0.25  # a cancelling window moves if the dropped taps hold < 1/4 of its residual
 
 
@@ -535,7 +537,12 @@ class EchoCanceller:
             if heights[row] < max(_DELAY_CONFIDENCE * rms[row], _DELAY_UNIQUE * others[row]):
                 self._last_estimate[channel] = -1
                 continue
-            echo_at = int(lag[row])
+            # the whitened correlation of a band-limited response peaks up to ~1.5 ms after
+            # its onset (the line's group delay): the echo starts at the earliest lag within
+            # 2 ms before the peak that reaches half of it
+            before = correlation[row, peaks[row] + 1 : peaks[row] + 1 + _ONSET_SPAN]
+            onset = np.flatnonzero(before >= _ONSET_SHARE * heights[row])
+            echo_at = int(lag[row]) - (int(onset[-1]) + 1 if onset.size else 0)
             agreed = abs(echo_at - int(self._last_estimate[channel])) <= _DELAY_TOLERANCE
             self._last_estimate[channel] = echo_at
             start = min(max(echo_at - self.guard, 0), self.max_delay)
