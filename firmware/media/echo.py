@@ -535,8 +535,7 @@ class EchoCanceller:
         lag = lags - 1 - peaks  # the correlation runs from the longest lag down
         for row, channel in enumerate(ready):
             if heights[row] < max(_DELAY_CONFIDENCE * rms[row], _DELAY_UNIQUE * others[row]):
-                self._last_estimate[channel] = -1
-                continue
+                continue  # an unclear look: the last clear one still waits for a second
             # the whitened correlation of a band-limited response peaks up to ~1.5 ms after
             # its onset (the line's group delay): the echo starts at the earliest lag within
             # 2 ms before the peak that reaches half of it
