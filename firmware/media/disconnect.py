@@ -22,6 +22,14 @@ single 20 ms frame cannot tell 425 Hz from 440 Hz. A burst whose frequency is mo
 2nd and 3rd harmonics are stronger than ``max_harmonic_db`` (any instrument or voice; an
 exchange's generator is clean) is not the tone.
 
+Under other sound (the office user's speech echoed over the tone, what the line's echo
+canceller leaves of it): a frame the fit does not explain still continues a burst when the
+tone's own phasors in it are where the burst predicts them (``max_masked_error``), so a
+burst is broken by the tone's absence, not by extra energy on top; such frames count for the
+burst's length only. An on-run far under the burst before it (``faint_run_db``) is residue
+inside a gap, not a burst. Frames next to a hole in a burst are left out of its flatness
+check, like its edges.
+
 Per cadence: the last ``cycles`` whole cycles of bursts and gaps must match the tone's
 cadence (each segment within ±max(``relative_tolerance``, ``absolute_tolerance_ms``)),
 **repeat regularly** (the same segment in every cycle within ``regularity_ms``, as an
@@ -74,6 +82,11 @@ class DisconnectCriteria:
     max_burst_dip_db: float = 4.0
     max_harmonic_db: float = -15.0  # 2nd + 3rd harmonics vs the tone, over a burst
     continuous_ms: float = 3000.0
+    # A frame the fit does not explain (speech echoed over the tone) still continues a burst
+    # when the tone's own phasors are within this share of the ones the burst predicts.
+    max_masked_error: float = 0.35
+    max_masked_frames: int = 15  # in a row; the tone under a longer talk spurt is not followed
+    faint_run_db: float = 10.0  # an on-run this far under the burst before it is in a gap
 
     def __post_init__(self) -> None:
         if self.cycles < 2:
@@ -177,6 +190,12 @@ class FrameAnalyser:
             start += width + extra
         self.min_fraction = criteria.min_energy_fraction
         self.max_twist_db = criteria.max_twist_db
+        self._nominal_blocks = [
+            chord.basis[:, chord.nominal * 2 * len(chord.frequencies) :][
+                :, : 2 * len(chord.frequencies)
+            ].copy()
+            for chord in self.chords
+        ]
         self._min_component_power = ZERO_DBM0_POWER * 10 ** (criteria.min_level_dbm0 / 10)
         # A frame quieter than one component at the minimum level cannot carry the tone.
         self._min_frame_energy = self._min_component_power * frame_length
@@ -237,6 +256,18 @@ class FrameAnalyser:
             best = (label, sum(powers), harmonic, (phasors[0], phasors[1]))
             best_fraction = fraction
         return best
+
+    def nominal_phasors(self, frame: np.ndarray, chord: int) -> tuple[complex, complex]:
+        """One chord's phasors at its nominal frequencies in a frame, whatever the frame's
+        label: how a burst is followed under speech that the energy fraction rejects."""
+        fitted = self.chords[chord]
+        width = 2 * len(fitted.frequencies)
+        samples = np.asarray(frame, dtype=np.float64)
+        projections = (samples @ self._nominal_blocks[chord]).tolist()
+        weights = _apply(fitted.inverse_rows[fitted.nominal], projections)
+        phasors = [complex(weights[i], -weights[i + 1]) for i in range(0, width, 2)]
+        phasors.append(0j)
+        return phasors[0], phasors[1]
 
     def _fit(
         self,
@@ -299,6 +330,9 @@ class Run:
     matched: list[bool] = field(default_factory=list)  # frame label == run label
     chords: list[int] = field(default_factory=list)  # which chord of the label's group
     next_judgement: int = 0  # continuous tones: frames at which the run is judged next
+    last_matched: int = -1  # index of the last matched frame
+    advance: list[complex] = field(default_factory=lambda: [0j, 0j])  # pulse pairs so far
+    masked: int = 0  # frames followed under other sound (not matched, not a gap)
 
     def duration_ms(self, frame_ms: float) -> float:
         return self.frames * frame_ms
@@ -417,7 +451,7 @@ class DisconnectToneDetector:
         if self.detection is not None:
             return True
         chord, power, harmonic, phasors = self.analyser.analyse_frame(frame)
-        self._step(int(self._group_of[chord]), chord, power, harmonic, phasors)
+        self._step(int(self._group_of[chord]), chord, power, harmonic, phasors, frame)
         return self.detection is not None
 
     def scan(self, samples: np.ndarray) -> Detection | None:
@@ -429,7 +463,8 @@ class DisconnectToneDetector:
         chords = features.labels
         labels = self._group_of[chords]
         # Frames are stepped one by one only where a chord sounds and around it; long
-        # stretches of off frames extend the off run in one step.
+        # stretches of off frames extend the off run in one step (once a burst that may
+        # go on under other sound has ended).
         changes = np.flatnonzero(np.diff(labels) != 0) + 1
         bounds = np.concatenate([[0], changes, [labels.size]])
         for first, stop in itertools.pairwise(bounds):
@@ -437,25 +472,34 @@ class DisconnectToneDetector:
                 break
             label = int(labels[first])
             if label == OFF_LABEL:
-                self._step_off_frames(int(stop - first))
+                position = int(first)
+                while position < stop and self._in_burst() and self.detection is None:
+                    self._step(OFF_LABEL, OFF_LABEL, 0.0, 0.0, (0j, 0j), frames[position])
+                    position += 1
+                if position < stop and self.detection is None:
+                    self._step_off_frames(int(stop - position))
                 continue
             members = chords[first:stop].tolist()
             powers = features.tone_power[first:stop].tolist()
             harmonics = features.harmonic_power[first:stop].tolist()
             phasors = features.phasors[first:stop].tolist()
-            for member, power, harmonic, phasor in zip(
-                members, powers, harmonics, phasors, strict=True
+            for offset, (member, power, harmonic, phasor) in enumerate(
+                zip(members, powers, harmonics, phasors, strict=True)
             ):
-                self._step(label, member, power, harmonic, (phasor[0], phasor[1]))
+                frame = frames[first + offset]
+                self._step(label, member, power, harmonic, (phasor[0], phasor[1]), frame)
                 if self.detection is not None:
                     break
         return self.detection
 
     # ----- runs ---------------------------------------------------------------------------
 
+    def _in_burst(self) -> bool:
+        return self._current is not None and self._current.label != OFF_LABEL
+
     def _step_off_frames(self, count: int) -> None:
         """``count`` off frames: the first may end a run, the rest only extend the off run."""
-        self._step(OFF_LABEL, OFF_LABEL, 0.0, 0.0, (0j, 0j))
+        self._step(OFF_LABEL, OFF_LABEL, 0.0, 0.0, (0j, 0j), None)
         if count > 1 and self.detection is None:
             assert self._current is not None
             self._current.frames += count - 1
@@ -468,13 +512,20 @@ class DisconnectToneDetector:
         power: float,
         harmonic: float,
         phasor: tuple[complex, complex],
+        frame: np.ndarray | None,
     ) -> None:
         current = self._current
-        frame = self._frame
+        index = self._frame
         self._frame += 1
         if current is None:
-            self._current = self._new_run(label, frame, start_seen=False)
+            self._current = self._new_run(label, index, start_seen=False)
             current = self._current
+        elif label != current.label and self._masked(current, frame):
+            current.frames += 1
+            current.masked += 1
+            self._add_data(current, False, OFF_LABEL, 0.0, 0.0, (0j, 0j))
+            self._check_continuous(current)
+            return
         elif label != current.label:
             if current.frames == 1 and self._absorb_blips and self._runs:
                 previous = self._runs.pop()
@@ -486,21 +537,72 @@ class DisconnectToneDetector:
                     return
                 previous.frames += current.frames
                 self._absorb_data(previous, current)
-                self._complete(previous)
+                current = previous
+            gap = self._faint_in_gap(current)
+            if gap is not None and label == OFF_LABEL:
+                self._current = current = gap  # the gap goes on
             else:
-                self._complete(current)
-            if self.detection is not None:
-                return
-            self._current = current = self._new_run(label, frame, start_seen=True)
+                self._complete(gap or current)
+                if self.detection is not None:
+                    return
+                self._current = current = self._new_run(label, index, start_seen=True)
         self._add_frame(current, label, chord, power, harmonic, phasor)
         self._check_continuous(current)
+
+    def _masked(self, run: Run, frame: np.ndarray | None) -> bool:
+        """Whether a frame the fit does not give to ``run``'s tone still carries that tone,
+        as the burst predicts it (phase and amplitude of each component), under other sound:
+        a burst broken by speech on top, not by the tone's absence."""
+        last = run.last_matched
+        if (
+            frame is None
+            or run.label == OFF_LABEL
+            or last < 1
+            or len(run.matched) >= _STORED_RUN_FRAMES
+            or len(run.matched) - last > self.criteria.max_masked_frames
+            or not run.matched[last - 1]
+        ):
+            return False
+        member = run.chords[last]
+        measured = self.analyser.nominal_phasors(frame, member)
+        steps = len(run.matched) - last
+        tolerance = self.criteria.max_masked_error
+        for component in range(len(self.analyser.chords[member].frequencies)):
+            advance = run.advance[component]
+            if advance == 0:
+                return False
+            predicted = run.phasors[last][component] * (advance / abs(advance)) ** steps
+            if abs(measured[component] - predicted) > tolerance * abs(predicted):
+                return False
+        return True
+
+    def _faint_in_gap(self, run: Run) -> Run | None:
+        """An on-run far under the burst before it, after a gap, is part of that gap (the
+        echo's or the canceller's residue, not the tone): the gap, extended, or None."""
+        if run.label == OFF_LABEL or len(self._runs) < 2:
+            return None
+        gap, burst = self._runs[-1], self._runs[-2]
+        if gap.label != OFF_LABEL or burst.label == OFF_LABEL:
+            return None
+        level, before = self._level(run), self._level(burst)
+        if level is None or before is None or level > before - self.criteria.faint_run_db:
+            return None
+        self._runs.pop()
+        gap.frames += run.frames
+        return gap
+
+    @staticmethod
+    def _level(run: Run) -> float | None:
+        powers = [p for p, same in zip(run.tone_power, run.matched, strict=True) if same]
+        return 10 * math.log10(sum(powers) / len(powers)) if powers else None
 
     @staticmethod
     def _new_run(label: int, frame: int, *, start_seen: bool) -> Run:
         return Run(label, frame, 0, start_seen)
 
-    @staticmethod
+    @classmethod
     def _add_frame(
+        cls,
         run: Run,
         label: int,
         chord: int,
@@ -509,30 +611,42 @@ class DisconnectToneDetector:
         phasor: tuple[complex, complex],
     ) -> None:
         run.frames += 1
-        if run.label != OFF_LABEL and len(run.matched) < _STORED_RUN_FRAMES:
-            same = label == run.label
-            run.matched.append(same)
-            run.chords.append(chord if same else OFF_LABEL)
-            run.tone_power.append(power if same else 0.0)
-            run.harmonic_power.append(harmonic if same else 0.0)
-            run.phasors.append(phasor if same else (0j, 0j))
+        same = label == run.label
+        cls._add_data(run, same, chord, power, harmonic, phasor)
+
+    @staticmethod
+    def _add_data(
+        run: Run,
+        same: bool,
+        chord: int,
+        power: float,
+        harmonic: float,
+        phasor: tuple[complex, complex],
+    ) -> None:
+        if run.label == OFF_LABEL or len(run.matched) >= _STORED_RUN_FRAMES:
+            return
+        if same:
+            previous = run.last_matched
+            if previous == len(run.matched) - 1 >= 0 and run.chords[previous] == chord:
+                before = run.phasors[previous]
+                run.advance[0] += phasor[0] * before[0].conjugate()
+                run.advance[1] += phasor[1] * before[1].conjugate()
+            run.last_matched = len(run.matched)
+        run.matched.append(same)
+        run.chords.append(chord if same else OFF_LABEL)
+        run.tone_power.append(power if same else 0.0)
+        run.harmonic_power.append(harmonic if same else 0.0)
+        run.phasors.append(phasor if same else (0j, 0j))
 
     def _absorb(self, previous: Run, blip: Run) -> None:
         """A one-frame blip inside ``previous``: it resumes as if it never broke."""
         previous.frames += blip.frames
         self._absorb_data(previous, blip)
 
-    @staticmethod
-    def _absorb_data(previous: Run, blip: Run) -> None:
-        if previous.label == OFF_LABEL:
-            return
+    @classmethod
+    def _absorb_data(cls, previous: Run, blip: Run) -> None:
         for _ in range(blip.frames):
-            if len(previous.matched) < _STORED_RUN_FRAMES:
-                previous.matched.append(False)
-                previous.chords.append(OFF_LABEL)
-                previous.tone_power.append(0.0)
-                previous.harmonic_power.append(0.0)
-                previous.phasors.append((0j, 0j))
+            cls._add_data(previous, False, OFF_LABEL, 0.0, 0.0, (0j, 0j))
 
     def _complete(self, run: Run) -> None:
         self._runs.append(run)
@@ -642,11 +756,12 @@ class DisconnectToneDetector:
                 return None
             advance = cmath.phase(total * rotation.conjugate())
             measured.append(frequency + advance / (2 * math.pi * frame_s))
-        # Level and flatness from the interior frames (the edges are partly covered).
+        # Level and flatness from the interior frames: the burst's edges are partly covered,
+        # and so are the frames around a hole (a dropped or masked frame inside the burst).
         interior = [
             power
             for index, power in enumerate(run.tone_power)
-            if matched[index] and 0 < index < len(matched) - 1
+            if 0 < index < len(matched) - 1 and all(matched[index - 1 : index + 2])
         ] or [power for index, power in enumerate(run.tone_power) if matched[index]]
         mean = sum(interior) / len(interior)
         level_db = 10 * math.log10(mean / ZERO_DBM0_POWER)
