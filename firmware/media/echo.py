@@ -5,12 +5,20 @@ Per 20 ms frame and per channel (docs/echo-canceller.md has the reasoning and fi
 * **Bulk delay.** The echo starts some milliseconds after we send (card buffering, codec,
   the line). A smoothed, phase-transform-weighted cross-correlation (GCC-PHAT) of the
   near end against the last ``max_bulk_delay_ms + tail_ms`` of far end finds where the echo
-  begins; the adaptive filter's window of ``tail_ms`` is then placed to start a little
-  (``GUARD_MS``) before that, so the tail only has to cover the echo's dispersion.
+  begins (its onset: the whitened correlation peaks up to ~1.5 ms after it); the adaptive
+  filter's window of ``tail_ms`` is then placed to start a little (``GUARD_MS``) before
+  that, so the tail only has to cover the echo's dispersion. A window that already
+  cancels is only moved if the move drops next to nothing of it (speech correlates with
+  itself a pitch period away, and such a look once threw a converged filter away).
 * **Linear canceller.** A block frequency-domain NLMS filter (overlap-save, two 80-sample
   blocks per frame, per-bin power normalisation, gradient constrained to the tail): each
   frequency adapts at its own speed, so coloured far-end speech converges about as fast as
   white noise, with a handful of FFTs per frame instead of a loop over samples.
+* **Least squares while young.** From a reset or a window move, for up to 1 s of single
+  talk (or until 40 dB), the background filter is the least-squares fit over every frame
+  since (accumulated correlations; conjugate gradient on the Toeplitz normal equations):
+  NLMS forgets the vowels it heard a second ago, the fit does not, so speech converges in
+  well under a second instead of 2.5-3 s. Then NLMS goes on from it.
 * **Two filters.** A background filter adapts; a foreground filter produces the output and
   is only replaced by a copy of the background when that cancels clearly better (3 dB
   under the foreground's residual and 10 dB under the near end). Most of what missed
