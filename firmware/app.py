@@ -253,7 +253,7 @@ class Appliance:
         assert self.calls is not None
         self.calls.apply_config(new)
         if self.line_card is not None:
-            self.line_card.configure_caller_id(new.site, new.lines)
+            self.line_card.configure_lines(new.site, new.lines)
         if self.modes is not None:
             await self.modes.async_apply_config(new)
         if self.scheduler is not None:

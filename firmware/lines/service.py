@@ -7,7 +7,7 @@ the card coming back puts them back in service.
 
 Caller ID (`line_card.caller_id`): "card" leaves it to the card (RING carries the caller,
 CALLER_ID messages report it); "software" gives each FXS port a spill profile and each
-FXO line a receiver (`configure_caller_id`), profiles from `caller_id_profile` (per line:
+FXO line a receiver (`configure_lines`), profiles from `caller_id_profile` (per line:
 `[[lines]] caller_id_profile`), "auto" being the site country's default.
 """
 
@@ -60,17 +60,18 @@ class LineCardService:
         self.faults: list[str] = []
         self.messages_for_unknown_ports = 0
         self.faults_seen = 0
-        self.configure_caller_id(site, lines)
+        self.configure_lines(site, lines)
 
-    def configure_caller_id(
+    def configure_lines(
         self, site: SiteConfig | None = None, lines: Sequence[LineConfig] = ()
     ) -> None:
-        """Give the ports their caller-ID profiles (software mode) or none (card mode), and
-        the FXO lines their `rx_gain_db` / `tx_gain_db` (`_configure_gains`).
+        """Apply the per-line settings of `[[lines]]` and `[line_card]`: the FXO lines'
+        `rx_gain_db` / `tx_gain_db` (`_configure_gains`), and the ports' caller-ID profiles
+        (software mode) or none (card mode).
 
         Without `site`, "auto" follows the tone plan's country and the date/time field is
         UTC; `lines` carry the per-line profiles and gains. Called at start and on every
-        config reload (firmware/app.py), which is why the gains are set here.
+        config reload (firmware/app.py).
         """
         self._configure_gains(lines)
         software = self.config.caller_id == "software"

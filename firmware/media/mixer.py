@@ -100,7 +100,9 @@ class _EchoBank:
     A slot keeps its row for as long as it is enabled: a canceller's state cannot move
     between rows or banks, so a full bank makes another bank rather than growing (which
     would restart every line's convergence). All rows go through one `process` call: the
-    cost is mostly numpy call overhead, ~0.55 ms per tick for one row, ~0.9 ms for eight.
+    cost is mostly numpy call overhead, ~0.55 ms per tick for one row, ~0.9 ms for eight;
+    while a new call's least-squares fit runs (at most 1 s of single talk) ~2.2 ms, and
+    ~2.9 ms with all eight rows fitting at once (x86; see docs/echo-canceller.md).
     """
 
     def __init__(self, tail_ms: int) -> None:

@@ -7,17 +7,20 @@ possible per packet (at 100 calls, 10,000 packets a second come in and as many g
 
 - receiving (`drain`): the sockets are not the event loop's; they sit in one epoll set of
   ours. While the mixer clock runs, the tick reads them just before play-out (one
-  `epoll_wait`, one `recvfrom` per waiting datagram); otherwise the loop wakes when any is
+  `epoll_wait`, one read per waiting datagram); otherwise the loop wakes when any is
   readable, drains them all and rests `drain_interval`. A steady G.711 leg is in the fast
-  lane (`firmware.media.rtp_fast`): its packets of a round are checked and filed for all
-  such legs at once with numpy; any other packet goes through `RtpSession.receive`, which
+  lane (`firmware.media.rtp_fast`) and its socket is connected to its learnt source: its
+  datagram is read with `recv_into` into a row of one buffer, and the packets of a round
+  are checked and filed for all such legs at once with numpy; any other packet is read
+  with `recvfrom` and goes through `RtpSession.receive`, which
   unpacks the header and stores the payload bytes in the jitter buffer. A completed RFC
   4733 digit is handed to the loop with `call_soon` (rare);
 - per 20 ms tick (`read_into` / `write_from`, called by the mixer): the fast lane's frames
   are decoded for all its legs at once, the others are popped from their jitter buffers and
   decoded with one numpy call per codec (`decode_tick`); payloads are encoded per codec
-  group straight into one packet buffer, each session writes its header in front
-  (`RtpSession.packet_into`), and one `sendto` per leg goes straight on its socket;
+  group straight into one packet buffer, the fast lane writes the headers of legs sending
+  plain audio in numpy, other sessions write theirs (`RtpSession.packet_into`), and one
+  `send` (connected) or `sendto` per leg goes straight on its socket;
 - every few ticks: the sessions' timers (a digit whose end packets were lost, inactivity)
   for legs outside the fast lane, and steady legs are taken into it.
 

@@ -61,8 +61,8 @@ async def office(pbx, profile_name):
     """The pbx in software caller-ID mode; its city exchange sends spills as line audio."""
     app = pbx.app
     # The site's time zone and per-line profiles reach the ports through
-    # configure_caller_id; the appliance passes them at start (docs/caller-id.md, Wiring).
-    app.line_card.configure_caller_id(app.config.site, app.config.lines)
+    # configure_lines; the appliance passes them at start (docs/caller-id.md, Wiring).
+    app.line_card.configure_lines(app.config.site, app.config.lines)
     pbx.sim.set_caller_id_profile(get_profile(profile_name))
     return pbx
 
@@ -147,7 +147,7 @@ async def test_a_line_may_use_another_profile_than_the_card_default(pbx_config, 
     text = pbx_config.replace('name = "city1"\n', 'name = "city1"\ncaller_id_profile = "bell"\n')
     pbx = await start_pbx(text, data_dir)
     try:
-        pbx.app.line_card.configure_caller_id(pbx.app.config.site, pbx.app.config.lines)
+        pbx.app.line_card.configure_lines(pbx.app.config.site, pbx.app.config.lines)
         assert pbx.channel("city1").caller_id_profile.name == "bell"
         assert pbx.channel("city2").caller_id_profile.name == "etsi"
         assert pbx.channel("201").caller_id_profile.name == "etsi"
