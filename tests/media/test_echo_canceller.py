@@ -170,7 +170,8 @@ def test_channels_in_one_canceller_behave_as_separate_cancellers():
         path = HybridEchoPath.of_kind(kind, delay_ms=delay, erl_db=10.0 + channel)
         fars.append(far)
         lines.append(_int16(path.echo(far.astype(float)) + rng.normal(0, 30, far.size)))
-    bank = EchoCanceller(32, channels=3, comfort_noise=False)
+    # as many fit slots as rows: no row waits for one (test_echo_speech.py has the bank of 8)
+    bank = EchoCanceller(32, channels=3, comfort_noise=False, max_fitting=3)
     together = np.concatenate(
         [
             bank.process(
@@ -208,6 +209,7 @@ def test_reset_forgets_one_channel_only():
         ({"tail_ms": 256}, "tail_ms 256 must be 8-128"),
         ({"max_bulk_delay_ms": 300}, "max_bulk_delay_ms 300 must be 0-256"),
         ({"channels": 0}, "channels must be 1 or more"),
+        ({"max_fitting": 0}, "max_fitting must be 1 or more"),
     ],
 )
 def test_bad_settings_are_refused_with_the_range(options, message):

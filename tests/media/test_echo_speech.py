@@ -81,3 +81,37 @@ def test_the_window_opens_before_the_echo_where_the_correlation_peaks_late():
     ).astype(float)
     assert canceller.state().bulk_delay_ms <= 10.0
     assert _erle_db(echo, output, 2.0, 4.0) >= 25.0
+
+
+def test_eight_calls_starting_together_take_turns_at_the_fit_and_all_converge():
+    # the least-squares solve is a bank's dearest work: at most max_fitting rows (2) solve
+    # in one tick, the others gather their statistics meanwhile and solve when a slot frees
+    rows = 8
+    fars, echoes = [], []
+    for row in range(rows):
+        far = _int16(speech_like(3.0, np.random.default_rng(TALKER_SEED + 10 * row), -15.0))
+        kind = RESPONSE_KINDS[row % len(RESPONSE_KINDS)]
+        path = HybridEchoPath.of_kind(kind, delay_ms=(0, 10, 30)[row % 3], erl_db=12.0)
+        fars.append(far)
+        echoes.append(path.echo(far.astype(float)))
+    far_rows, echo_rows = np.stack(fars), np.stack(echoes)
+    line_rows = _int16(echo_rows)
+    bank = EchoCanceller(32, channels=rows, nlp=False)
+    solved: list[int] = []
+    solve = bank._least_squares
+
+    def counted(chosen: np.ndarray, window: np.ndarray) -> None:
+        solved.append(chosen.size)
+        solve(chosen, window)
+
+    bank._least_squares = counted  # type: ignore[method-assign]
+    output = np.concatenate(
+        [
+            bank.process(far_rows[:, start : start + 160], line_rows[:, start : start + 160])
+            for start in range(0, far_rows.shape[1], 160)
+        ],
+        axis=1,
+    ).astype(float)
+    assert max(solved) == bank.max_fitting == 2
+    for row in range(rows):
+        assert _erle_db(echo_rows[row], output[row], 2.0, 3.0) >= 25.0
