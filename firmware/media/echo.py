@@ -88,6 +88,8 @@ _DELAY_MIN_FRAMES = 4  # sampled frames of far-end activity before the first loo
 _DELAY_TOLERANCE = 16  # samples (2 ms): looks that agree; a smaller move is not made
 _DELAY_CONFIDENCE = 6.0  # peak over the correlation's rms
 _DELAY_UNIQUE = 1.5  # peak over the best lag more than 2 ms away
+_STEADY_CONFIDENCE = 4.0  # the same, for a peak where the previous look had it (young window)
+_STEADY_UNIQUE = 1.15
 _LS_FRAMES = 50  # single-talk frames (1 s) after a placement solved by least squares
 _LS_DONE_DB = 40.0  # ... or until the canceller reaches this ERLE
 _LS_ITERATIONS = 6  # conjugate-gradient iterations per frame, warm-started
@@ -203,6 +205,7 @@ class EchoCanceller:
         self._cross_spectrum = np.zeros((channels, self.search_size // 2 + 1), dtype=complex)
         self._search_frames = np.zeros(channels, dtype=np.int64)
         self._last_estimate = np.full(channels, -1, dtype=np.int64)
+        self._last_peak = np.full(channels, -1000, dtype=np.int64)  # any look's, clear or not
         self._near_talk_frames = np.zeros(channels, dtype=np.int64)
         self._echo_peak = np.zeros(channels)
         self._ls_frames = np.zeros(channels, dtype=np.int64)
@@ -267,6 +270,7 @@ class EchoCanceller:
         self._cross_spectrum[rows] = 0.0
         self._search_frames[rows] = 0
         self._last_estimate[rows] = -1
+        self._last_peak[rows] = -1000
         self._near_talk_frames[rows] = 0
         self._echo_peak[rows] = 0.0
         self._forget_least_squares(rows)
@@ -606,8 +610,16 @@ class EchoCanceller:
         distance = np.abs(np.arange(lags)[None, :] - peaks[:, None])
         others = np.where(distance > _DELAY_TOLERANCE, correlation, 0.0).max(axis=1)
         lag = lags - 1 - peaks  # the correlation runs from the longest lag down
+        clear = heights >= np.maximum(_DELAY_CONFIDENCE * rms, _DELAY_UNIQUE * others)
+        # a peak that stays where the previous look had it while the pitch aliases around it
+        # move is clear enough for a window that does not cancel yet (a wrong move of a young
+        # fit costs little: its statistics follow the window)
+        steady = np.abs(lag - self._last_peak[ready]) <= _DELAY_TOLERANCE
+        steady &= heights >= np.maximum(_STEADY_CONFIDENCE * rms, _STEADY_UNIQUE * others)
+        clear |= steady & (self._erle()[ready] < _CONVERGED_DB)
+        self._last_peak[ready] = lag
         for row, channel in enumerate(ready):
-            if heights[row] < max(_DELAY_CONFIDENCE * rms[row], _DELAY_UNIQUE * others[row]):
+            if not clear[row]:
                 continue  # an unclear look: the last clear one still waits for a second
             # the whitened correlation of a band-limited response peaks up to ~1.5 ms after
             # its onset (the line's group delay): the echo starts at the earliest lag within

@@ -115,3 +115,23 @@ def test_eight_calls_starting_together_take_turns_at_the_fit_and_all_converge():
     assert max(solved) == bank.max_fitting == 2
     for row in range(rows):
         assert _erle_db(echo_rows[row], output[row], 2.0, 3.0) >= 25.0
+
+
+@pytest.mark.parametrize(("seed", "kind"), [(13, "long"), (13, "resonant"), (23, "long")])
+def test_other_talkers_30_ms_echoes_are_cancelled_within_one_second(seed, kind):
+    # the window of these echoes is placed after 0.5-0.9 s of speech; the fit used to start
+    # over there (25 dB at 1.5-2 s): now it re-solves from the statistics gathered so far,
+    # and a peak that stays in place while the pitch aliases move places it sooner
+    far = _int16(speech_like(8.0, np.random.default_rng(seed), -15.0))
+    echo = HybridEchoPath.of_kind(kind, delay_ms=30, erl_db=12.0).echo(far.astype(float))
+    line = _int16(echo)
+    canceller = EchoCanceller(32, nlp=False)
+    output = np.concatenate(
+        [
+            canceller.process(far[start : start + 160], line[start : start + 160])
+            for start in range(0, 2 * RATE, 160)
+        ]
+    ).astype(float)
+    assert _erle_db(echo[: 2 * RATE], output, 1.0, 2.0) >= 25.0
+    for start in (1.0, 1.25, 1.5, 1.75):
+        assert _erle_db(echo[: 2 * RATE], output, start, start + 0.25) >= 25.0
