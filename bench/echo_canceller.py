@@ -24,6 +24,10 @@ Everything is generated from one seed (`firmware.media.hybrid`), so a run is rep
   canceller and for 8 channels in one canceller (how the mixer should run all FXO ports),
   over 60 s and over the first second alone (the least-squares fit of a new call runs
   then: the dearest second of a call).
+* **eight calls starting together**: one bank of 8 rows, eight talkers on hybrids of every
+  kind and delay starting in the same tick (every row's fit wanting to run at once): the
+  per-tick cost (wall clock, best of 3 runs per tick) over the first 2 s, and each row's
+  convergence time, with the default ``max_fitting`` (2) and with all 8 rows fitting.
 
     .venv/bin/python bench/echo_canceller.py [--seconds 8] [--seed 3] [--talkers 4] [--quick]
         [--json]
@@ -233,6 +237,46 @@ def cpu(seconds: float, seed: int) -> dict[str, float]:
     }
 
 
+def bank_start(seed: int, seconds: float = 6.0) -> list[dict[str, object]]:
+    fars, echoes = [], []
+    for row in range(8):
+        far = _far("speech", seconds, np.random.default_rng(seed + 10 * row))
+        kind = RESPONSE_KINDS[row % len(RESPONSE_KINDS)]
+        path = HybridEchoPath.of_kind(kind, delay_ms=DELAYS_MS[row % 3], erl_db=12.0)
+        fars.append(far)
+        echoes.append(path.echo(far.astype(float)))
+    far_rows, echo_rows = np.stack(fars), np.stack(echoes)
+    line_rows = _int16(echo_rows)
+    rows = []
+    for max_fitting in (2, 8):
+        best = None
+        for _ in range(3):
+            bank = EchoCanceller(32, channels=8, nlp=False, max_fitting=max_fitting)
+            ticks, outputs = [], []
+            for start in range(0, far_rows.shape[1], 160):
+                started = time.perf_counter()
+                outputs.append(
+                    bank.process(
+                        far_rows[:, start : start + 160], line_rows[:, start : start + 160]
+                    )
+                )
+                ticks.append(time.perf_counter() - started)
+            best = np.array(ticks) if best is None else np.minimum(best, ticks)
+        output = np.concatenate(outputs, axis=1).astype(float)
+        first = 1000 * best[:100]
+        rows.append(
+            {
+                "max_fitting": max_fitting,
+                "tick_first_2s_p50_ms": round(float(np.median(first)), 2),
+                "tick_first_2s_p99_ms": round(float(np.percentile(first, 99)), 2),
+                "tick_first_2s_max_ms": round(float(first.max()), 2),
+                "tick_after_3s_p50_ms": round(float(np.median(1000 * best[150:])), 2),
+                "convergence_s": [_convergence_s(echo_rows[r], output[r]) for r in range(8)],
+            }
+        )
+    return rows
+
+
 def _print(results: dict[str, object]) -> None:
     rows = results["single_talk"]
     assert isinstance(rows, list)
@@ -262,6 +306,9 @@ def _print(results: dict[str, object]) -> None:
     for row in results["double_talk"]:  # type: ignore[union-attr]
         print(f"  {row}")
     print(f"CPU: {results['cpu']}")
+    print("eight calls starting together in one bank (per tick, wall clock)")
+    for row in results["bank_start"]:  # type: ignore[union-attr]
+        print(f"  {row}")
 
 
 def main() -> None:
@@ -289,6 +336,7 @@ def main() -> None:
         "with_nlp": with_nlp(arguments.seconds, arguments.seed + 1),
         "double_talk": double_talk(runs, arguments.seed + 2),
         "cpu": cpu(60.0, arguments.seed + 3),
+        "bank_start": bank_start(arguments.seed),
     }
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     if arguments.json:

@@ -85,7 +85,7 @@ def test_the_window_opens_before_the_echo_where_the_correlation_peaks_late():
 
 def test_eight_calls_starting_together_take_turns_at_the_fit_and_all_converge():
     # the least-squares solve is a bank's dearest work: at most max_fitting rows (2) solve
-    # in one tick, the others gather their statistics meanwhile and solve when a slot frees
+    # in one tick, in turns; every row gathers its statistics each tick, so all converge
     rows = 8
     fars, echoes = [], []
     for row in range(rows):
@@ -114,7 +114,7 @@ def test_eight_calls_starting_together_take_turns_at_the_fit_and_all_converge():
     ).astype(float)
     assert max(solved) == bank.max_fitting == 2
     for row in range(rows):
-        assert _erle_db(echo_rows[row], output[row], 2.0, 3.0) >= 25.0
+        assert _erle_db(echo_rows[row], output[row], 1.5, 3.0) >= 25.0
 
 
 @pytest.mark.parametrize(("seed", "kind"), [(13, "long"), (13, "resonant"), (23, "long")])
