@@ -101,8 +101,9 @@ class _EchoBank:
     between rows or banks, so a full bank makes another bank rather than growing (which
     would restart every line's convergence). All rows go through one `process` call: the
     cost is mostly numpy call overhead, ~0.55 ms per tick for one row, ~0.9 ms for eight;
-    while a new call's least-squares fit runs (at most 1 s of single talk) ~2.2 ms, and
-    ~2.9 ms with all eight rows fitting at once (x86; see docs/echo-canceller.md).
+    while a new call's least-squares fit solves ~2.0 ms, and at most ~2.6 ms with all
+    eight rows starting together (two rows solve per tick, in turns: the canceller's
+    default `max_fitting`; x86, see docs/echo-canceller.md).
     """
 
     def __init__(self, tail_ms: int) -> None:
