@@ -82,7 +82,7 @@ _LEAKAGE_RISE = 1.02  # per outlying frame (0.09 dB): 4 dB per second of a chang
 _NEAR_TALK_MARGIN = 16.0  # 12 dB: a residual this far above the expected is near-end speech
 _STUCK_NEAR_TALK_FRAMES = 30  # far-active frames (0.6 s) of it without a pause: a new path
 _CONVERGED_DB = 12.0  # smoothed ERLE from which the echo path's peak gain is trusted
-_ECHO_PEAK_DECAY = 0.995  # per frame: the learnt peak gain fades by half in ~3 s  # per frame, ~60 ms for the filter comparison
+_ECHO_PEAK_DECAY = 0.995  # per frame: the learnt peak gain fades by half in ~3 s
 _DELAY_SMOOTHING = 0.9  # cross-spectrum memory: 10 samples, ~0.4 s of far-end activity
 _DELAY_ACCUMULATE_EVERY = 2  # frames: the cross-spectrum is sampled every 40 ms
 _DELAY_EVERY_FRAMES = 6  # look for the bulk delay every 120 ms (two looks must agree)
@@ -667,9 +667,9 @@ class EchoCanceller:
         end covers every placement already; the far end's autocorrelation is over the same
         frames' samples, now ``start - previous`` older, so it gains and loses the products
         of that many samples at the stretch's first frame and at its newest (the far end
-        kept at each: ``_ls_head``, ``_ls_newest``). Frames left out within the stretch were far-end pauses, whose
-        edges hold next to nothing. Before, a move started the fit over: a 30 ms echo read
-        after 0.5-0.9 s of speech then took 0.4-1.1 s more."""
+        kept at each: ``_ls_head``, ``_ls_newest``). Frames left out within the stretch
+        were far-end pauses, whose edges hold next to nothing. Before, a move started the
+        fit over: a 30 ms echo read after 0.5-0.9 s of speech then took 0.4-1.1 s more."""
         tail, frame, length = self.tail, self.frame, self.history
         head, now = self._ls_head[channel], self._ls_newest[channel]
 
