@@ -16,15 +16,9 @@ from firmware.lines.sim_acoustics import FAMILIES, random_acoustics, random_disc
 from firmware.media.levels import dbm0_to_peak
 from firmware.media.tones import format_tone
 from firmware.selftest import test_tone as make_tone
-from tests.conftest import office_config
+from tests.lines.line_tools import call_out_answered, office_with_city1
 
 LEARNED_US_BUSY = "480+620/500,0/500"
-
-
-def _with_city1(keys: str) -> str:
-    text = office_config()
-    anchor = 'name = "city1"\n'
-    return text.replace(anchor, anchor + keys.strip() + "\n")
 
 
 def _learn(pbx, tone: str | None, max_silence_s: float = 0.0) -> None:
@@ -36,15 +30,6 @@ def _learn(pbx, tone: str | None, max_silence_s: float = 0.0) -> None:
         disconnect_tone=tone,
         max_silence_s=max_silence_s,
     )
-
-
-async def _call_out_answered(pbx) -> None:
-    phone, line = pbx.phone("202"), pbx.line("city1")
-    phone.off_hook()
-    await pbx.wait_state("202", LegState.DIALLING)
-    await phone.dial("9212345678")
-    await pbx.wait_state("202", LegState.CONNECTED)
-    await pbx.sim.wait_until(lambda: line.call is not None and line.call.answered, 3.0, "answer")
 
 
 async def _released_after(pbx, timeout: float) -> float:
@@ -69,7 +54,7 @@ async def test_the_learned_tone_of_a_random_exchange_releases_the_line_within_fo
     line.tone_plan = dataclasses.replace(line.tone_plan, busy=tone)
     line.set_acoustics(random_acoustics(rng))
     _learn(pbx, format_tone(tone))
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx)
     line.hang_up("tone")
     cycles_s = tone.cycle_ms / 1000
     elapsed = await _released_after(pbx, 4 * cycles_s + 2.0)
@@ -86,7 +71,7 @@ async def test_with_a_learned_tone_the_country_busy_tone_is_not_it_but_electrica
 ):
     line = pbx.line("city1")  # the exchange plays the plan's 425 Hz busy tone
     _learn(pbx, LEARNED_US_BUSY)
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx)
     line.hang_up("tone")
     with pytest.raises(TimeoutError):
         await _released_after(pbx, 4.5)  # 4 cycles of the 425 Hz busy tone: not the learned one
@@ -106,7 +91,7 @@ async def test_with_a_learned_tone_the_country_busy_tone_is_not_it_but_electrica
 
 async def test_silence_both_ways_for_the_maximum_releases_the_line_and_counts_it(pbx) -> None:
     _learn(pbx, None, max_silence_s=1.0)
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx)
     elapsed = await _released_after(pbx, 3.0)
     assert 0.9 <= elapsed <= 1.6
     assert pbx.channel("city1").counters.silence == 1
@@ -117,7 +102,7 @@ async def test_silence_both_ways_for_the_maximum_releases_the_line_and_counts_it
 
 async def test_an_office_user_talking_to_a_silent_far_party_is_never_cut(pbx) -> None:
     _learn(pbx, None, max_silence_s=1.0)
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx)
     talking_s = 2.5
     pbx.phone("202").say(
         np.tile(make_tone(1004), int(talking_s / 0.5) + 1)[: int(talking_s * 8000)]
@@ -135,7 +120,7 @@ async def test_a_far_party_speaking_over_the_busy_tone_frequency_keeps_the_line(
         a * np.sin(2 * np.pi * k * 212.5 * time_axis) for k, a in enumerate((0.5, 1.0, 0.5, 0.3), 1)
     )
     speech = np.tile(np.concatenate([syllable, np.zeros(4000)]), 7)
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx)
     pbx.line("city1").say(speech)
     with pytest.raises(TimeoutError):
         await _released_after(pbx, 7.0)
@@ -147,7 +132,7 @@ async def test_a_far_party_speaking_over_the_busy_tone_frequency_keeps_the_line(
 @pytest.mark.parametrize(
     "pbx_config",
     [
-        _with_city1(
+        office_with_city1(
             f'disconnect_tone = "{LEARNED_US_BUSY}"\nmax_silence_s = 45\nnoise_floor_dbm0 = -40.0'
         )
     ],

@@ -14,18 +14,11 @@ from firmware.config.load import ConfigError, parse_config
 from firmware.lines.sim_acoustics import LineAcoustics
 from firmware.media.hybrid import pink_noise
 from firmware.media.levels import power_to_dbm0
-from tests.conftest import office_config
+from tests.lines.line_tools import office_with_city1
 
 RATE = 8000
 ECHOING_LINE = LineAcoustics(noise_dbm0=-60.0, echo_delay_ms=10.0, echo_loss_db=12.0, seed=3)
 TALK_DBM0 = -15.0
-
-
-def _with_city1(keys: str) -> str:
-    text = office_config()
-    anchor = 'name = "city1"\n'
-    assert text.count(anchor) == 1
-    return text.replace(anchor, anchor + keys.strip() + "\n")
 
 
 def _set_echo_tail(pbx, tail_ms: int) -> None:
@@ -112,8 +105,8 @@ async def test_a_new_call_on_the_line_starts_with_a_fresh_canceller(pbx) -> None
 @pytest.mark.parametrize(
     ("pbx_config", "tail_ms"),
     [
-        (_with_city1("echo_tail_ms = 0"), 0),
-        (_with_city1("echo_tail_ms = 48"), 48),
+        (office_with_city1("echo_tail_ms = 0"), 0),
+        (office_with_city1("echo_tail_ms = 48"), 48),
     ],
 )
 async def test_the_line_config_sets_the_canceller_of_the_call_slot(pbx, tail_ms) -> None:
@@ -130,4 +123,4 @@ async def test_the_line_config_sets_the_canceller_of_the_call_slot(pbx, tail_ms)
 
 def test_a_tail_under_the_cancellers_shortest_is_refused_by_the_config() -> None:
     with pytest.raises(ConfigError, match="echo_tail_ms must be 0 \\(off\\) or 8-128 ms"):
-        parse_config(_with_city1("echo_tail_ms = 5"), "<test>")
+        parse_config(office_with_city1("echo_tail_ms = 5"), "<test>")

@@ -11,20 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware.calls.lifecycle import LegState
 from firmware.media.levels import dbm0_to_rms, rms_to_dbm0
 from firmware.media.mixer import FRAME_SAMPLES
-from tests.conftest import office_config, start_pbx
+from tests.conftest import start_pbx
+from tests.lines.line_tools import call_out_answered, office_with_city1
 
 RATE = 8000
 TONE_DBM0 = -20.0
-
-
-def _with_city1(keys: str) -> str:
-    text = office_config()
-    anchor = 'name = "city1"\n'
-    assert text.count(anchor) == 1
-    return text.replace(anchor, anchor + keys.strip() + "\n")
 
 
 def _tone(frequency: float, seconds: float = 1.0) -> np.ndarray:
@@ -34,16 +27,6 @@ def _tone(frequency: float, seconds: float = 1.0) -> np.ndarray:
 
 def _level_dbm0(samples: np.ndarray) -> float:
     return float(rms_to_dbm0(float(np.sqrt(np.mean(samples.astype(float) ** 2)))))
-
-
-async def _call_out_answered(pbx) -> None:
-    phone, line = pbx.phone("202"), pbx.line("city1")
-    phone.off_hook()
-    await pbx.wait_state("202", LegState.DIALLING)
-    await phone.dial("9212345678")
-    await pbx.wait_state("202", LegState.CONNECTED)
-    await pbx.sim.wait_until(lambda: line.call is not None and line.call.answered, 3.0, "answer")
-    await asyncio.sleep(0.2)  # whatever the exchange played on answer is over
 
 
 async def _hang_up(pbx) -> None:
@@ -88,11 +71,11 @@ async def _passes_unchanged(pbx) -> None:
         np.testing.assert_array_equal(heard[start : start + said.size], said)
 
 
-@pytest.mark.parametrize("pbx_config", [_with_city1("rx_gain_db = 6.0\ntx_gain_db = -6.0")])
+@pytest.mark.parametrize("pbx_config", [office_with_city1("rx_gain_db = 6.0\ntx_gain_db = -6.0")])
 async def test_learned_gains_reach_the_handset_and_the_line(pbx) -> None:
     channel = pbx.channel("city1")
     assert (channel.rx_gain_db, channel.tx_gain_db) == (6.0, -6.0)
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx, settle_s=0.2)
     assert pbx.app.mixer.gain_db(channel.slot) == (6.0, -6.0)
     inbound, outbound = await _levels(pbx)
     assert inbound == pytest.approx(6.0, abs=0.1), "the city party 6 dB louder at the handset"
@@ -103,14 +86,14 @@ async def test_learned_gains_reach_the_handset_and_the_line(pbx) -> None:
 async def test_zero_db_is_bit_exact_both_ways(pbx) -> None:
     channel = pbx.channel("city1")
     assert (channel.rx_gain_db, channel.tx_gain_db) == (0.0, 0.0)
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx, settle_s=0.2)
     await _passes_unchanged(pbx)
     await _hang_up(pbx)
 
 
 async def test_a_clipping_gain_saturates_rather_than_wraps(pbx) -> None:
     pbx.channel("city1").set_gains(12.0, 0.0)  # as a reload would
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx, settle_s=0.2)
     phone, line = pbx.phone("202"), pbx.line("city1")
     loud = np.rint(20000 * np.sin(2 * np.pi * 500 * np.arange(RATE // 2) / RATE)).astype(np.int16)
     loud[loud == 0] = 1
@@ -128,32 +111,32 @@ async def test_a_clipping_gain_saturates_rather_than_wraps(pbx) -> None:
 
 async def test_a_reload_changes_the_gains_of_the_call_and_of_the_next(data_dir: Path) -> None:
     path = data_dir / "minipbx.toml"
-    path.write_text(_with_city1("rx_gain_db = 0.0"))
+    path.write_text(office_with_city1("rx_gain_db = 0.0"))
     pbx = await start_pbx(path.read_text(), data_dir, str(path))
     try:
         channel = pbx.channel("city1")
-        await _call_out_answered(pbx)
+        await call_out_answered(pbx, settle_s=0.2)
         await _passes_unchanged(pbx)
 
-        path.write_text(_with_city1("rx_gain_db = 6.0\ntx_gain_db = -3.0"))
+        path.write_text(office_with_city1("rx_gain_db = 6.0\ntx_gain_db = -3.0"))
         assert (await pbx.app.reload())["ok"]
         inbound, outbound = await _levels(pbx)  # the call in progress, at once
         assert inbound == pytest.approx(6.0, abs=0.1)
         assert outbound == pytest.approx(-3.0, abs=0.1)
         await _hang_up(pbx)
 
-        path.write_text(_with_city1("rx_gain_db = -4.0"))  # while the line is idle
+        path.write_text(office_with_city1("rx_gain_db = -4.0"))  # while the line is idle
         assert (await pbx.app.reload())["ok"]
         assert (channel.rx_gain_db, channel.tx_gain_db) == (-4.0, 0.0)
-        await _call_out_answered(pbx)
+        await call_out_answered(pbx, settle_s=0.2)
         inbound, outbound = await _levels(pbx)
         assert inbound == pytest.approx(-4.0, abs=0.1)
         assert outbound == pytest.approx(0.0, abs=0.1)
         await _hang_up(pbx)
 
-        path.write_text(_with_city1(""))  # back to 0 dB: untouched again
+        path.write_text(office_with_city1(""))  # back to 0 dB: untouched again
         assert (await pbx.app.reload())["ok"]
-        await _call_out_answered(pbx)
+        await call_out_answered(pbx, settle_s=0.2)
         await _passes_unchanged(pbx)
         await _hang_up(pbx)
     finally:
