@@ -19,7 +19,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from firmware.accounting.tariffs import E4, TariffBook, money_from_e4, to_e4
+from firmware.accounting.tariffs import (
+    E4,
+    Band,
+    Pricing,
+    TariffBook,
+    call_price,
+    money_from_e4,
+    to_e4,
+)
 from firmware.config.accounting_schema import PrepaidConfig
 
 __all__ = [
@@ -32,6 +40,7 @@ __all__ = [
     "ensure_tables",
     "ledger",
     "list_accounts",
+    "longest_affordable_s",
     "prepaid_account_for",
     "prepaid_state",
     "topup",
@@ -382,3 +391,48 @@ def is_chargeable(
         if destination is None or not destination.pricing.is_free:
             return True
     return False
+
+
+def _draw_for_billed(
+    pricing: Pricing, band: Band, billed_s: int, per_call: Decimal | None,
+    account: PrepaidConfig, vat_percent: Decimal,
+) -> int:  # fmt: skip
+    return draw_amount_e4(to_e4(call_price(pricing, billed_s, band, per_call)), account, vat_percent)
+
+
+def longest_affordable_s(
+    pricing: Pricing,
+    band: Band,
+    amount_e4: int,
+    account: PrepaidConfig,
+    vat_percent: Decimal,
+    per_call: Decimal | None = None,
+) -> int | None:
+    """The longest call (whole seconds) whose draw does not exceed `amount_e4`; None: no limit.
+
+    Pure. The price follows the rating rules: the band is the one at the answer time and
+    prices the whole call (so crossing into another band during the call changes nothing),
+    increments first/next, connection fee (+ `per_call`, a tier price: pass the dearest one
+    to be safe), at least the minimum, 4 decimals half up, then VAT half up when the account
+    draws with VAT. A call of exactly N seconds bills `billed_seconds(N * 1000)`, so the
+    answer is always `first` or `first + k * next`. 0: not even the first increment (or
+    the connection fee) is paid for. None: the time is free (no per-minute price).
+    """
+    def draw(billed_s: int) -> int:
+        return _draw_for_billed(pricing, band, billed_s, per_call, account, vat_percent)
+
+    if pricing.per_minute_in(band) <= 0:
+        return None if draw(0) <= amount_e4 else 0
+    first, step = pricing.first_s, pricing.next_s
+    if draw(first) > amount_e4:
+        return 0
+    low, high = 0, 1  # steps k of `next` after the first increment: draw(first + k*next)
+    while draw(first + high * step) <= amount_e4:
+        low, high = high, high * 2
+    while high - low > 1:  # draw(first + low*step) fits, draw(first + high*step) does not
+        middle = (low + high) // 2
+        if draw(first + middle * step) <= amount_e4:
+            low = middle
+        else:
+            high = middle
+    return first + low * step

@@ -237,6 +237,7 @@ class PrepaidConfig(Section):
 
     `initial_balance` is credited once, when the account first appears in the database;
     `includes_vat` draws the cost with VAT (money the client paid) instead of the net cost.
+    `warning_before_s`: how long before a call's prepaid limit the caller hears the warning.
     """
 
     name: Name
@@ -245,6 +246,9 @@ class PrepaidConfig(Section):
     warning_level: Amount = Decimal(0)
     initial_balance: Amount = Decimal(0)
     includes_vat: bool = False
+    # A call in progress is released when the balance is spent; the caller hears short
+    # beeps this many seconds before (0: no warning).
+    warning_before_s: int = Field(default=30, ge=0, le=600)
 
     @model_validator(mode="after")
     def _someone_draws(self) -> PrepaidConfig:
