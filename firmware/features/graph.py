@@ -3,22 +3,36 @@
 What `minipbx check-config` refuses, each with where it is and how to fix it: a
 destination naming no node or extension, a node nobody can reach, and loops without an
 exit (nodes from which a call can never reach a person nor end: it would go round until
-the hop limit). Pure: the config in, messages out.
+the hop limit), and, given the library's names (`KnownSounds`), a prompt or music a node
+names that the library does not have (the caller would hear silence). Pure: the config
+(and the names found by listing the library) in, messages out.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 
 from firmware.calls.dialplan import DialPlan, RouteKind
 from firmware.config.node_fields import extension_numbers, is_node_name
 from firmware.config.schema import Config
+from firmware.media.prompt_library import KnownSounds
 
 # What a hunt group member may be: a person here, at a sibling office, or outside.
 _MEMBER_ROUTES = (RouteKind.INTERNAL, RouteKind.SIBLING, RouteKind.OUTSIDE)
 
 # Node kinds that put the caller through to people (or to an outside line) themselves.
 _REACHES_PEOPLE = ("extension", "external", "hunt_group", "queue", "disa")
+
+# The keys of each node kind that name a sound: (key, True for music:NAME, False for
+# prompt:NAME). A test checks every schema key that looks like one is listed here.
+SOUND_KEYS: dict[str, tuple[tuple[str, bool], ...]] = {
+    "announcement": (("prompt", False),),
+    "menu": (("greeting", False), ("invalid_prompt", False)),
+    "queue": (("entry_prompt", False), ("comfort_prompt", False), ("music", True)),
+    "hunt_group": (("music", True),),  # played only with caller_hears = "music"
+}
+_LANGUAGE_NAMES = {"en": "English", "pt": "Portuguese"}
 
 
 def inbound_destinations(config: Config) -> Iterator[tuple[str, str]]:
@@ -32,7 +46,9 @@ def inbound_destinations(config: Config) -> Iterator[tuple[str, str]]:
                 yield f"sip.peers[{index}].incoming.{did}", destination
 
 
-def check_graph(config: Config) -> Iterator[str]:
+def check_graph(config: Config, sounds: KnownSounds | None = None) -> Iterator[str]:
+    """Every problem of the routing graph; prompt and music names only when `sounds` says
+    what the library holds (`prompt_library.known_sounds`, which lists folders)."""
     routing = config.routing
     extensions = {extension.number for extension in config.extensions}
     names = [node.name for node in routing.nodes]
@@ -116,6 +132,51 @@ def check_graph(config: Config) -> Iterator[str]:
 
     yield from _loops_without_exit(config, where_of)
     yield from _unreachable(config, where_of)
+    if sounds is not None:
+        yield from check_sound_names(config, sounds)
+
+
+def sound_references(config: Config) -> Iterator[tuple[str, str, bool]]:
+    """(where.key, NAME, music?) for every prompt or music the routing config names."""
+    yield "routing.unanswered_prompt", config.routing.unanswered_prompt, False
+    for index, node in enumerate(config.routing.nodes):
+        if node.kind == "hunt_group" and node.caller_hears != "music":
+            continue
+        for key, music in SOUND_KEYS.get(node.kind, ()):
+            name = getattr(node, key)
+            if name is not None:
+                yield f"routing.nodes[{index}] ({node.name}).{key}", name, music
+
+
+def check_sound_names(config: Config, sounds: KnownSounds) -> Iterator[str]:
+    """A named prompt or music the library lacks: where, the name, and close names in it.
+
+    Without a data folder (`sounds.uploads` None) only the shipped library is known, and
+    the message says so: the name may be an upload that was not looked at.
+    """
+    language = _LANGUAGE_NAMES.get(sounds.language, sounds.language)
+    for where, name, music in sound_references(config):
+        known, other = (sounds.music, sounds.prompts) if music else (sounds.prompts, sounds.music)
+        if name in known:
+            continue
+        what = "music" if music else "prompt"
+        if sounds.uploads is None:
+            place = (
+                f"in the shipped {language} library (no data folder given, uploaded prompts "
+                f"were not looked at: check with --data-dir)"
+            )
+        else:
+            place = f"for {language}, shipped or uploaded to {sounds.uploads}"
+        if name in other:
+            hint = f"{name!r} is {'a prompt' if music else 'music'}, not {what}"
+        else:
+            close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+            hint = (
+                f"close: {', '.join(repr(c) for c in close)}" if close
+                else "no close name (`minipbx prompt list` shows them all)"
+            )
+        upload = f"minipbx prompt add {name} FILE.wav{' --music' if music else ''}"
+        yield f"{where}: no {what} {name!r} {place}; {hint}; or upload it: {upload}"
 
 
 def _loops_without_exit(config: Config, where_of: dict[str, str]) -> Iterator[str]:

@@ -91,14 +91,19 @@ def uploads_folder(prompts: PromptsConfig, data_dir: Path) -> Path:
 
 
 def library_entries(
-    language: str, uploads: Path, shipped: Path = SHIPPED_FOLDER
+    language: str, uploads: Path | None, shipped: Path = SHIPPED_FOLDER
 ) -> list[LibraryEntry]:
-    """The effective library for `language`, sorted by sound name (blocking: lists folders)."""
+    """The effective library for `language`, sorted by sound name (blocking: lists folders).
+
+    `uploads` None: the shipped library alone (config checks made without a data folder).
+    """
     if language not in LANGUAGES:
         raise ValueError(f"unknown prompt language {language!r} (known: {', '.join(LANGUAGES)})")
     chosen: dict[str, LibraryEntry] = {}
     for stored in list_stored(shipped, include_common=False, languages=(language,)):
         chosen[stored.key.sound_name] = _entry(stored, uploaded=False, overrides=False)
+    if uploads is None:
+        return [chosen[name] for name in sorted(chosen)]
     uploaded = list_stored(uploads, include_common=True, languages=(language,))
     # Language-specific uploads come last so they win over uploads for every language.
     uploaded.sort(key=lambda stored: stored.key.language is not None)
@@ -107,6 +112,39 @@ def library_entries(
         overrides = previous is not None and (not previous.uploaded or previous.overrides_shipped)
         chosen[stored.key.sound_name] = _entry(stored, uploaded=True, overrides=overrides)
     return [chosen[name] for name in sorted(chosen)]
+
+
+@dataclass(frozen=True)
+class KnownSounds:
+    """The prompt and music names a config may use, for the config checks (check-config,
+    reload): what the library would hold for the config's language, found by listing the
+    folders (files are not read, so a damaged upload still counts as there).
+
+    `uploads` None: no data folder was given and only the shipped library is known.
+    """
+
+    language: str
+    prompts: frozenset[str]  # NAME of prompt:NAME
+    music: frozenset[str]  # NAME of music:NAME
+    uploads: Path | None
+
+
+def known_sounds(
+    config: Config, data_dir: Path | None, shipped: Path = SHIPPED_FOLDER
+) -> KnownSounds:
+    """Sound names of the effective library for `config` (blocking: lists folders).
+
+    With `data_dir`, uploads in its prompts folder (`prompts.folder`) count as the running
+    core would load them; without, only the shipped library does.
+    """
+    language = prompt_language(config)
+    uploads = uploads_folder(config.prompts, data_dir) if data_dir is not None else None
+    prompts: set[str] = set()
+    music: set[str] = set()
+    for entry in library_entries(language, uploads, shipped):
+        kind, _, name = entry.sound_name.partition(":")
+        (music if kind == "music" else prompts).add(name)
+    return KnownSounds(language, frozenset(prompts), frozenset(music), uploads)
 
 
 def read_library(
