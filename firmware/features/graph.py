@@ -3,9 +3,10 @@
 What `minipbx check-config` refuses, each with where it is and how to fix it: a
 destination naming no node or extension, a node nobody can reach, and loops without an
 exit (nodes from which a call can never reach a person nor end: it would go round until
-the hop limit), and, given the library's names (`KnownSounds`), a prompt or music a node
-names that the library does not have (the caller would hear silence). Pure: the config
-(and the names found by listing the library) in, messages out.
+the hop limit), and a prompt or music a node names that the library does not have (the
+caller would hear silence). Pure, but for the library's names: given as `sounds`, or
+listed from its folders when validation runs inside `prompt_library.checking_prompts`
+(check-config, reload); otherwise prompt names are not checked.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from firmware.calls.dialplan import DialPlan, RouteKind
 from firmware.config.node_fields import extension_numbers, is_node_name
 from firmware.config.schema import Config
-from firmware.media.prompt_library import KnownSounds
+from firmware.media.prompt_library import KnownSounds, sounds_to_check
 
 # What a hunt group member may be: a person here, at a sibling office, or outside.
 _MEMBER_ROUTES = (RouteKind.INTERNAL, RouteKind.SIBLING, RouteKind.OUTSIDE)
@@ -48,7 +49,7 @@ def inbound_destinations(config: Config) -> Iterator[tuple[str, str]]:
 
 def check_graph(config: Config, sounds: KnownSounds | None = None) -> Iterator[str]:
     """Every problem of the routing graph; prompt and music names only when `sounds` says
-    what the library holds (`prompt_library.known_sounds`, which lists folders)."""
+    what the library holds, or inside `checking_prompts` (which lists its folders)."""
     routing = config.routing
     extensions = {extension.number for extension in config.extensions}
     names = [node.name for node in routing.nodes]
@@ -132,6 +133,8 @@ def check_graph(config: Config, sounds: KnownSounds | None = None) -> Iterator[s
 
     yield from _loops_without_exit(config, where_of)
     yield from _unreachable(config, where_of)
+    if sounds is None:
+        sounds = sounds_to_check(config)
     if sounds is not None:
         yield from check_sound_names(config, sounds)
 

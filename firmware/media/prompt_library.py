@@ -16,7 +16,10 @@ fails its check is left out, logged and reported; the others still load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -145,6 +148,38 @@ def known_sounds(
         kind, _, name = entry.sound_name.partition(":")
         (music if kind == "music" else prompts).add(name)
     return KnownSounds(language, frozenset(prompts), frozenset(music), uploads)
+
+
+@dataclass(frozen=True)
+class _NameCheck:
+    data_dir: Path | None
+
+
+_name_check: contextvars.ContextVar[_NameCheck | None] = contextvars.ContextVar(
+    "prompt_name_check", default=None
+)
+
+
+@contextlib.contextmanager
+def checking_prompts(data_dir: Path | None) -> Iterator[None]:
+    """Config validation inside also checks the prompt and music names the routing nodes use
+    (`data_dir` None: against the shipped library only).
+
+    Set by check-config and the core's reload. Outside it names are not checked, so that,
+    e.g., `minipbx prompt add` can load the config that names the prompt it is adding. A
+    context variable, as `accounting_schema.config_folder`: `asyncio.to_thread` carries it.
+    """
+    token = _name_check.set(_NameCheck(data_dir))
+    try:
+        yield
+    finally:
+        _name_check.reset(token)
+
+
+def sounds_to_check(config: Config) -> KnownSounds | None:
+    """The library names to check `config` against inside `checking_prompts`, else None."""
+    check = _name_check.get()
+    return None if check is None else known_sounds(config, check.data_dir)
 
 
 def read_library(

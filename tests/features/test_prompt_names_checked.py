@@ -10,17 +10,18 @@ library to look at (`sounds` not given) nothing is said, as before.
 
 from __future__ import annotations
 
+import asyncio
 import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from firmware.config.load import parse_config
+from firmware.config.load import ConfigError, parse_config
 from firmware.config.routing_schema import Node
 from firmware.config.schema import Config
 from firmware.features.graph import SOUND_KEYS, check_graph, check_sound_names
-from firmware.media.prompt_library import known_sounds
+from firmware.media.prompt_library import checking_prompts, known_sounds
 from firmware.media.prompts import PromptKey, store
 from tests.features.feature_tools import office_with_routing
 
@@ -199,3 +200,46 @@ def test_every_schema_key_that_names_a_sound_is_checked() -> None:
             if any(word in key for word in ("prompt", "greeting", "music", "sound"))
         }
         assert names_sound == {key for key, _ in SOUND_KEYS.get(kind, ())}, kind
+
+
+# ----- validation inside checking_prompts (check-config, reload) ------------------------------
+
+
+def office_text(**names: str) -> str:
+    return office_with_routing(ROUTING.format(**(SHIPPED | names)))
+
+
+def test_validation_inside_checking_prompts_refuses_a_missing_prompt() -> None:
+    text = office_text(greeting="welcome_to_acme")
+    parse_config(text)  # outside: not checked
+    with checking_prompts(None), pytest.raises(ConfigError) as refused:
+        parse_config(text, "office.toml")
+    (problem,) = refused.value.errors
+    assert problem.startswith("routing.nodes[0] (main).greeting: no prompt 'welcome_to_acme'")
+    assert "no data folder given" in problem
+
+
+def test_validation_inside_checking_prompts_with_the_data_folder_sees_uploads(
+    tmp_path: Path,
+) -> None:
+    upload(tmp_path, PromptKey("welcome_to_acme"))
+    with checking_prompts(tmp_path):
+        config = parse_config(office_text(greeting="welcome_to_acme"))
+    assert config.routing.nodes[0].greeting == "welcome_to_acme"
+
+
+def test_one_pass_shows_a_missing_prompt_with_the_schema_errors() -> None:
+    text = office_text(greeting="welcome_to_acme").replace('name = "closed"', 'name = "closed"\nrepeat = 0')
+    with checking_prompts(None), pytest.raises(ConfigError) as refused:
+        parse_config(text)
+    assert any(e.startswith("routing.nodes[3].announcement.repeat") for e in refused.value.errors)
+    assert any("no prompt 'welcome_to_acme'" in e for e in refused.value.errors)
+
+
+def test_the_check_follows_validation_into_a_thread_as_a_reload_runs_it() -> None:
+    async def reload() -> None:
+        with checking_prompts(None):
+            await asyncio.to_thread(parse_config, office_text(closed="closed_today"))
+
+    with pytest.raises(ConfigError, match="no prompt 'closed_today'"):
+        asyncio.run(reload())
