@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from firmware.accounting.prepaid import is_chargeable, prepaid_account_for, prepaid_state
-from firmware.accounting.tariffs import TariffBook
-from firmware.calls import account_codes
+from firmware.accounting.tariffs import TariffBook, to_e4
+from firmware.calls import account_codes, prepaid_limit
 from firmware.calls.cdr import CdrStore, Direction, Disposition, HangupSide, record_to_json
 from firmware.calls.channel import CallerId, Channel, ChannelEvent, EventKind, Role
 from firmware.calls.dialplan import DialPlan, RouteKind, RoutePlan
@@ -63,6 +63,7 @@ class ManagerCounters:
     illegal_transitions: int = 0
     permanent_signal: int = 0
     events_ignored: int = 0
+    prepaid_released: int = 0  # calls ended at their prepaid limit
 
 
 class CallManager(OutsideCalls, TransferCalls):
@@ -70,6 +71,7 @@ class CallManager(OutsideCalls, TransferCalls):
         self.mixer = mixer
         self.cdr = cdr
         self._tariffs: tuple[Config, TariffBook] | None = None  # for prepaid checks, per config
+        self._prepaid_timers: dict[int, prepaid_limit.LimitTimers] = {}  # by session id
         # Where features keep state that must survive a restart (set by the appliance).
         self.data_dir: Path | None = None
         # Long-lived feature state shared by calls (queues and their agents, ...), by name.
@@ -259,6 +261,9 @@ class CallManager(OutsideCalls, TransferCalls):
         """Write the records first, then give every leg back according to its hook state."""
         if session.id not in self.sessions:
             return
+        timers = self._prepaid_timers.pop(session.id, None)
+        if timers is not None:
+            timers.cancel()
         for draft in session.drafts:
             await self._write_record(draft)
         session.drafts.clear()
@@ -373,6 +378,8 @@ class CallManager(OutsideCalls, TransferCalls):
                 break
         if item is not None:
             channel, event = item
+            if event is prepaid_limit.PREPAID_LIMIT:
+                self._prepaid_release(session)
             if event.kind == EventKind.OUT_OF_SERVICE:
                 self._off_hook.discard(channel.name)
                 channel.set_state(LegState.OUT_OF_SERVICE)
@@ -625,9 +632,50 @@ class CallManager(OutsideCalls, TransferCalls):
             await self._reject(
                 session, caller, "special_information", Disposition.REJECTED, "prepaid_exhausted"
             )
+        if prepaid_limit.cannot_pay_first_increment(
+            self._tariffs[1], self.config.accounting, account, plan.number, lines, to_e4(balance)
+        ):
+            log.warning("event=prepaid_insufficient call=%d from=%s account=%s balance=%s",
+                        session.id, caller.number, account.name, balance)  # fmt: skip
+            await self._reject(
+                session, caller, "special_information", Disposition.REJECTED, "prepaid_insufficient"
+            )
         if warning:
             log.warning("event=prepaid_low call=%d account=%s balance=%s",
                         session.id, account.name, balance)  # fmt: skip
+        self._prepaid_timers[session.id] = prepaid_limit.LimitTimers(account)
+
+    async def _arm_prepaid_limit(self, session: CallSession) -> None:
+        """At the answer of a prepaid chargeable call: the warning and the release, once
+        (a transfer or a retrieve from hold comes back here and changes nothing)."""
+        timers = self._prepaid_timers.get(session.id)
+        draft = session.draft
+        if timers is None or timers.armed or draft is None or draft.answer is None:
+            return
+        timers.armed = True
+        balance, _, _ = await asyncio.to_thread(
+            prepaid_state, self.cdr.path, timers.account.name, self.config
+        )
+        assert self._tariffs is not None  # built by _check_prepaid
+        limit = prepaid_limit.call_limit_s(
+            self._tariffs[1], self.config.accounting, timers.account, draft, to_e4(balance)
+        )
+        if session.id in self.sessions and session.draft is draft:
+            timers.arm(session, draft.answer, limit)
+
+    def _prepaid_release(self, session: CallSession) -> None:
+        """The balance is spent: the call ends (answered; cause `prepaid_limit`)."""
+        timers = self._prepaid_timers.get(session.id)
+        self.counters.prepaid_released += 1
+        log.warning("event=prepaid_released call=%d account=%s limit_s=%s", session.id,
+                    timers.account.name if timers else "", timers.limit_s if timers else "")  # fmt: skip
+        for draft in session.drafts:
+            draft.ended(
+                Disposition.ANSWERED if draft.answer else Disposition.ABANDONED,
+                HangupSide.SYSTEM,
+                prepaid_limit.PREPAID_LIMIT_CAUSE,
+            )
+        raise CallEnded
 
     # ----- internal calls ----------------------------------------------------------------
 
@@ -779,6 +827,7 @@ class CallManager(OutsideCalls, TransferCalls):
         self._log_call("call_answer", {"call": session.id, "a": a.name, "b": b.name})
         draft = session.draft
         assert draft is not None
+        await self._arm_prepaid_limit(session)
         if session.after_answer is not None and not getattr(b, "awaiting_answer", False):
             self._send_after_answer(session, b)  # a fallback's DTMF suffix, once the line is through
         feature = self.config.feature_codes.get(account_codes.FEATURE_NAME)
@@ -799,6 +848,7 @@ class CallManager(OutsideCalls, TransferCalls):
                 continue
             if event.kind == EventKind.ANSWERED:
                 draft.answer = utc_now()  # the far end answered behind a line: billing starts now
+                await self._arm_prepaid_limit(session)
                 if channel is b and session.after_answer is not None:
                     self._send_after_answer(session, b)
                 continue
