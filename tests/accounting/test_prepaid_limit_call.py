@@ -127,3 +127,24 @@ async def test_a_call_the_balance_cannot_start_paying_for_is_refused(pbx, data_d
     assert (record.disposition, record.cause) == (Disposition.REJECTED, "prepaid_insufficient")
     balance, _, _ = prepaid_state(data_dir / "cdr.sqlite3", "lobby", pbx.app.config)
     assert str(balance) == "0.0300"
+
+
+async def test_hold_does_not_reset_the_clock(pbx) -> None:
+    loop = asyncio.get_running_loop()
+    phone, line, answered_at = await answered_call(pbx)
+    await asyncio.sleep(0.4)
+    phone.flash()  # the line on hold, 203 hears dial tone
+    await pbx.wait_state("203", LegState.DIALLING)
+    await asyncio.sleep(0.4)
+    phone.flash()  # back to the line
+    await pbx.wait_state("203", LegState.CONNECTED)
+    await asyncio.sleep(0.4)
+    phone.flash()  # on hold again when the balance runs out
+    await pbx.wait_state("203", LegState.DIALLING)
+    calls = pbx.app.calls
+    await pbx.sim.wait_until(lambda: not calls.sessions, 4.0, "released at the limit")
+    assert 1.8 <= loop.time() - answered_at <= 3.2
+    assert not line.seized
+    phone.on_hook()
+    record = await pbx.last_record()
+    assert (record.disposition, record.cause) == (Disposition.ANSWERED, "prepaid_limit")
