@@ -25,7 +25,12 @@ from firmware.lines.audio import AudioPortMap, MemoryAudio, PortAudio, PyAudioAu
 from firmware.lines.service import LineCardService
 from firmware.lines.simulator import SimulatedLineCard
 from firmware.media.mixer import Mixer
-from firmware.media.prompt_library import LibraryReport, async_load_prompts
+from firmware.media.prompt_library import (
+    LibraryReport,
+    async_load_prompts,
+    checking_prompts,
+    known_sounds,
+)
 from firmware.media.soundbank import SoundBank
 from firmware.media.tones import (
     DTMF_FREQUENCIES,
@@ -109,6 +114,7 @@ class Appliance:
         await loop.run_in_executor(None, lambda: self.data_dir.mkdir(parents=True, exist_ok=True))
         self.cdr = CdrStore(self.data_dir / "cdr.sqlite3", rater=make_rater(lambda: self.config))
         self.prompts = await async_load_prompts(self.mixer.sounds, self.config, self.data_dir)
+        await self._log_missing_prompts()
         self.modes = ModeService(self.config, self.data_dir)
         await self.modes.start()
         card = self.config.line_card
@@ -224,6 +230,15 @@ class Appliance:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         await self._stopping.wait()
 
+    async def _log_missing_prompts(self) -> None:
+        """At start a prompt the config names but the library lacks is logged, not fatal:
+        refusing to start would stop every call (emergency numbers too) for one greeting."""
+        from firmware.features.graph import check_sound_names
+
+        sounds = await asyncio.to_thread(known_sounds, self.config, self.data_dir)
+        for problem in check_sound_names(self.config, sounds):
+            log.error("event=prompt_missing problem=%r", problem)
+
     # ----- reload --------------------------------------------------------------------------
 
     async def reload(self) -> dict[str, Any]:
@@ -234,7 +249,8 @@ class Appliance:
                 "error": "running on the embedded default: there is no file to reload",
             }
         try:
-            new = await asyncio.to_thread(load_config, self.config_path)
+            with checking_prompts(self.data_dir):  # a prompt no library has refuses the file
+                new = await asyncio.to_thread(load_config, self.config_path)
         except ConfigError as error:
             self.reload_failures += 1
             self.last_reload_error = "; ".join(error.errors)

@@ -110,8 +110,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from firmware.media.prompt_library import checking_prompts
+
+    data_dir = Path(args.data_dir) if args.data_dir else None
     try:
-        config = load_config(args.file)
+        with checking_prompts(data_dir):  # prompt names: the shipped library, uploads there
+            config = load_config(args.file)
     except ConfigError as error:
         print(f"{error.source}: {len(error.errors)} error(s)")
         for line in error.errors:
@@ -121,6 +125,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{args.file}: OK ({len(config.extensions)} extensions, {len(config.lines)} lines, "
         f"{len(config.line_groups)} line groups)"
     )
+    if data_dir is None:
+        print("  prompt names checked against the shipped library only (--data-dir DIR: uploads too)")
     return 0
 
 
@@ -279,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file, print every error")
     check.add_argument("file")
+    check.add_argument(
+        "--data-dir", help="data folder whose uploaded prompts count (default: shipped ones only)"
+    )
     check.set_defaults(func=cmd_check_config)
 
     for name, func, text in (
