@@ -4,7 +4,8 @@ Real calls through the simulated line card, rated by the CDR writer as they end,
 `minipbx report` command (a separate process, as an accountant runs it) reads them back.
 Prices are the same in every band here so the expected figures do not depend on the day
 the test runs. A prepaid account is drawn down by its extension's calls and refuses the
-next chargeable one at zero, while a freephone number still goes through.
+next chargeable one it cannot pay the first increment of, and every one at zero, while a
+freephone number still goes through.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import io
 import subprocess
 import sys
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from firmware.accounting.prepaid import prepaid_state
+from firmware.accounting.prepaid import prepaid_state, topup
 from firmware.calls.cdr import Disposition, open_readonly
 from firmware.calls.lifecycle import LegState
 from tests.conftest import office_config
@@ -125,25 +127,31 @@ async def test_calls_are_priced_as_they_end_and_reported(pbx, data_dir: Path, tm
     assert by_extension["204"][money] in ("0.00", "0")
 
 
+async def refused(pbx, extension: str, digits: str) -> object:
+    """`extension` dials `digits`, hears the special information tone, and no line is taken."""
+    phone = pbx.phone(extension)
+    phone.off_hook()
+    await pbx.wait_state(extension, LegState.DIALLING)
+    mark = phone.mark()
+    await phone.dial(digits)
+    assert await pbx.hears(phone, "special_information", since=mark)
+    assert all(not line.seized for line in pbx.sim.lines.values())
+    phone.on_hook()
+    return await pbx.last_record()
+
+
 async def test_prepaid_account_runs_down_and_blocks_chargeable_calls_only(pbx, data_dir: Path) -> None:
     database = data_dir / "cdr.sqlite3"
     await call_out(pbx, "203", "9212345678")  # 0.10 -> 0.03 (below the warning level)
     balance, warning, blocked = prepaid_state(database, "accounts-dept", pbx.app.config)
     assert (str(balance), warning, blocked) == ("0.0300", True, False)
-    await call_out(pbx, "203", "9212345678")  # allowed while above zero: 0.03 -> -0.04
+    # 0.03 does not pay for the first minute of another (0.07): refused before dialling.
+    record = await refused(pbx, "203", "9212345678")
+    assert (record.disposition, record.cause) == (Disposition.REJECTED, "prepaid_insufficient")
+    topup(database, pbx.app.config, "accounts-dept", Decimal("-0.03"), note="spent elsewhere")
     balance, warning, blocked = prepaid_state(database, "accounts-dept", pbx.app.config)
-    assert (str(balance), blocked) == ("-0.0400", True)
-
-    phone = pbx.phone("203")
-    lines = list(pbx.sim.lines.values())
-    phone.off_hook()
-    await pbx.wait_state("203", LegState.DIALLING)
-    mark = phone.mark()
-    await phone.dial("9212345678")
-    assert await pbx.hears(phone, "special_information", since=mark)
-    assert all(not line.seized for line in lines)
-    phone.on_hook()
-    record = await pbx.last_record()
+    assert (str(balance), blocked) == ("0.0000", True)
+    record = await refused(pbx, "203", "9212345678")
     assert (record.disposition, record.cause) == (Disposition.REJECTED, "prepaid_exhausted")
 
     await call_out(pbx, "203", "9800123456")  # a freephone call is never refused
