@@ -9,12 +9,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from firmware.calls.lifecycle import LegState
 from firmware.config.load import ConfigError, parse_config
 from firmware.lines.sim_acoustics import LineAcoustics
 from firmware.media.hybrid import pink_noise
 from firmware.media.levels import power_to_dbm0
-from tests.lines.line_tools import office_with_city1
+from tests.lines.line_tools import call_out_answered, office_with_city1
 
 RATE = 8000
 ECHOING_LINE = LineAcoustics(noise_dbm0=-60.0, echo_delay_ms=10.0, echo_loss_db=12.0, seed=3)
@@ -30,15 +29,6 @@ def _set_echo_tail(pbx, tail_ms: int) -> None:
         dial_mode="dtmf",
         echo_tail_ms=tail_ms,
     )
-
-
-async def _call_out_answered(pbx) -> None:
-    phone, line = pbx.phone("202"), pbx.line("city1")
-    phone.off_hook()
-    await pbx.wait_state("202", LegState.DIALLING)
-    await phone.dial("9212345678")
-    await pbx.wait_state("202", LegState.CONNECTED)
-    await pbx.sim.wait_until(lambda: line.call is not None and line.call.answered, 3.0, "answer")
 
 
 async def _hang_up(pbx) -> None:
@@ -64,7 +54,7 @@ async def test_the_extension_hears_far_less_of_its_own_voice_with_the_canceller(
     assert channel.echo_tail_ms == 32, "the line config's default reaches the line"
     line.set_acoustics(ECHOING_LINE)
 
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx)
     cancelled = await _own_voice_heard_dbm0(pbx, seed=1)
     state = pbx.app.mixer.echo_state(channel.slot)
     assert state is not None
@@ -76,7 +66,7 @@ async def test_the_extension_hears_far_less_of_its_own_voice_with_the_canceller(
     await _hang_up(pbx)
 
     _set_echo_tail(pbx, 0)
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx)
     assert pbx.app.mixer.echo_state(channel.slot) is None
     echoed = await _own_voice_heard_dbm0(pbx, seed=1)
     await pbx.speech_both_ways(line, pbx.phone("202"))
@@ -91,12 +81,12 @@ async def test_the_extension_hears_far_less_of_its_own_voice_with_the_canceller(
 async def test_a_new_call_on_the_line_starts_with_a_fresh_canceller(pbx) -> None:
     line, channel = pbx.line("city1"), pbx.channel("city1")
     line.set_acoustics(ECHOING_LINE)
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx)
     await _own_voice_heard_dbm0(pbx, seed=2)
     state = pbx.app.mixer.echo_state(channel.slot)
     assert state is not None and state.erle_db > 20.0
     await _hang_up(pbx)
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx)
     state = pbx.app.mixer.echo_state(channel.slot)
     assert state is not None and (state.erle_db, state.bulk_delay_ms) == (0.0, 0.0)
     await _hang_up(pbx)
@@ -112,7 +102,7 @@ async def test_a_new_call_on_the_line_starts_with_a_fresh_canceller(pbx) -> None
 async def test_the_line_config_sets_the_canceller_of_the_call_slot(pbx, tail_ms) -> None:
     channel = pbx.channel("city1")
     assert channel.echo_tail_ms == tail_ms
-    await _call_out_answered(pbx)
+    await call_out_answered(pbx)
     mixer = pbx.app.mixer
     assert (mixer.echo_state(channel.slot) is not None) == bool(tail_ms)
     banks = [bank.tail_ms for bank in mixer._echo_banks]

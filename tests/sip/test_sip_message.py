@@ -719,12 +719,14 @@ def test_pathological_values_are_rejected_in_linear_time() -> None:
             started = timeit.default_timer()
             with contextlib.suppress(SipParseError):
                 getattr(headers, view)
-            assert timeit.default_timer() - started < 0.1, (view, text[:10])
+            # Linear: a few ms. The bound is loose for a loaded CI worker (0.18 s was seen);
+            # quadratic work on 30,000 characters takes many seconds.
+            assert timeit.default_timer() - started < 1.0, (view, text[:10])
     folded = b"INVITE sip:a@b SIP/2.0\r\nX: a" + b"\r\n b" * 30000 + b"\r\n\r\n"
     started = timeit.default_timer()
     with pytest.raises(SipParseError):
         parse_message(folded)
-    assert timeit.default_timer() - started < 0.1
+    assert timeit.default_timer() - started < 1.0
 
 
 def test_leading_crlfs_are_ignored() -> None:
