@@ -80,7 +80,7 @@ async def test_the_call_is_released_when_the_balance_is_spent(pbx, data_dir: Pat
     released_after = loop.time() - answered_at
     assert 1.0 <= warned_after < released_after
     assert 1.8 <= released_after <= 3.2, released_after
-    assert not line.seized
+    await pbx.sim.wait_until(lambda: not line.seized, 2.0, "the card released the line")  # over the serial link
     assert await pbx.hears(phone, "busy", timeout=2.0)  # still off hook: told the call is over
     phone.on_hook()
     record = await pbx.last_record()
@@ -144,7 +144,7 @@ async def test_hold_does_not_reset_the_clock(pbx) -> None:
     calls = pbx.app.calls
     await pbx.sim.wait_until(lambda: not calls.sessions, 4.0, "released at the limit")
     assert 1.8 <= loop.time() - answered_at <= 3.2
-    assert not line.seized
+    await pbx.sim.wait_until(lambda: not line.seized, 2.0, "the card released the line")  # over the serial link
     phone.on_hook()
     record = await pbx.last_record()
     assert (record.disposition, record.cause) == (Disposition.ANSWERED, "prepaid_limit")
