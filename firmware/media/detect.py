@@ -100,7 +100,7 @@ class _ChordTables(NamedTuple):
 
 
 @lru_cache(maxsize=128)
-def _chord_tables(
+def chord_tables(
     length: int, chord: tuple[float, ...], scales: tuple[float, ...], sample_rate: int
 ) -> _ChordTables:
     time = np.arange(length) / sample_rate
@@ -183,7 +183,7 @@ class ToneDetector:
         labels = np.full(count, SILENT_LABEL, dtype=np.int64)
         best_fraction = np.zeros(count)
         for index, chord in enumerate(self.chords):
-            tables = _chord_tables(length, chord, self._scales[index], self.sample_rate)
+            tables = chord_tables(length, chord, self._scales[index], self.sample_rate)
             width = 2 * len(chord)
             projections = (block @ tables.basis).reshape(count, -1, width)
             explained = np.einsum("fsk,fsk->fs", projections, projections)

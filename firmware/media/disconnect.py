@@ -58,6 +58,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from firmware.media.detect import chord_tables
 from firmware.media.levels import ZERO_DBM0_POWER
 from firmware.media.tones import SAMPLE_RATE, ToneSpec, parse_tone
 
@@ -116,15 +117,9 @@ def _chord(
     count += 1 - count % 2
     scales = np.linspace(1 - tolerance, 1 + tolerance, count)
     time = np.arange(length) / sample_rate
-    blocks, inverses = [], []
-    for scale in scales:
-        phase = np.outer(time, 2 * np.pi * scale * np.asarray(frequencies))
-        basis = np.empty((length, 2 * len(frequencies)))
-        basis[:, 0::2] = np.cos(phase)
-        basis[:, 1::2] = np.sin(phase)
-        orthonormal, triangular = np.linalg.qr(basis)
-        blocks.append(orthonormal)
-        inverses.append(np.linalg.inv(triangular))
+    # The same detuned sinusoid bases as the call-progress detector's (one QR per scale).
+    tables = chord_tables(length, tuple(frequencies), tuple(float(s) for s in scales), sample_rate)
+    inverses = tables.coefficient_maps
     frame_s = length / sample_rate
     rotation = tuple(cmath.exp(1j * 2 * np.pi * f * frame_s) for f in frequencies)
     rows = tuple(tuple(tuple(float(v) for v in row) for row in inverse) for inverse in inverses)
@@ -138,9 +133,7 @@ def _chord(
         np.sin(2 * np.pi * f * time) for f in overtones
     ]
     harmonics = np.linalg.qr(np.column_stack(columns))[0] if columns else np.zeros((length, 0))
-    return _Chord(
-        frequencies, np.hstack(blocks), np.stack(inverses), count // 2, rotation, rows, harmonics
-    )
+    return _Chord(frequencies, tables.basis, inverses, count // 2, rotation, rows, harmonics)
 
 
 def _apply(matrix: tuple[tuple[float, ...], ...], vector: list[float]) -> list[float]:
