@@ -29,7 +29,8 @@ from firmware.media.prompt_library import (
     LibraryReport,
     async_load_prompts,
     checking_prompts,
-    known_sounds,
+    loaded_sounds,
+    uploads_folder,
 )
 from firmware.media.soundbank import SoundBank
 from firmware.media.tones import (
@@ -114,7 +115,7 @@ class Appliance:
         await loop.run_in_executor(None, lambda: self.data_dir.mkdir(parents=True, exist_ok=True))
         self.cdr = CdrStore(self.data_dir / "cdr.sqlite3", rater=make_rater(lambda: self.config))
         self.prompts = await async_load_prompts(self.mixer.sounds, self.config, self.data_dir)
-        await self._log_missing_prompts()
+        self._log_missing_prompts()
         self.modes = ModeService(self.config, self.data_dir)
         await self.modes.start()
         card = self.config.line_card
@@ -230,13 +231,15 @@ class Appliance:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         await self._stopping.wait()
 
-    async def _log_missing_prompts(self) -> None:
-        """At start a prompt the config names but the library lacks is logged, not fatal:
-        refusing to start would stop every call (emergency numbers too) for one greeting."""
+    def _log_missing_prompts(self) -> None:
+        """At start a prompt the config names but the loaded library lacks is logged, not
+        fatal: refusing to start would stop every call (emergency numbers too) for one
+        greeting."""
         from firmware.features.graph import check_sound_names
 
-        sounds = await asyncio.to_thread(known_sounds, self.config, self.data_dir)
-        for problem in check_sound_names(self.config, sounds):
+        assert self.prompts is not None
+        uploads = uploads_folder(self.config.prompts, self.data_dir)
+        for problem in check_sound_names(self.config, loaded_sounds(self.prompts, uploads)):
             log.error("event=prompt_missing problem=%r", problem)
 
     # ----- reload --------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 
@@ -96,10 +95,7 @@ class LimitTimers:
         self.limit_s: int | None = None
         self._handles: list[asyncio.TimerHandle] = []
 
-    def arm(
-        self, session: CallSession, answer: datetime, limit_s: int | None,
-        on_release: Callable[[], None] | None = None,
-    ) -> None:  # fmt: skip
+    def arm(self, session: CallSession, answer: datetime, limit_s: int | None) -> None:
         """Schedule the beeps and the release, counted from `answer` (wall clock)."""
         self.armed, self.limit_s = True, limit_s
         if limit_s is None:
@@ -111,7 +107,7 @@ class LimitTimers:
         if warn_before and limit_s > 0:
             warn_in = max(release_in - warn_before, 0.0)
             self._handles.append(loop.call_later(warn_in, _warn, session))
-        self._handles.append(loop.call_later(release_in, _release, session, on_release))
+        self._handles.append(loop.call_later(release_in, _release, session))
         log.info("event=prepaid_limit_armed call=%d account=%s limit_s=%d release_in_s=%.1f",
                  session.id, self.account.name, limit_s, release_in)  # fmt: skip
 
@@ -130,9 +126,6 @@ def _warn(session: CallSession) -> None:
     log.info("event=prepaid_limit_warning call=%d", session.id)
 
 
-def _release(session: CallSession, on_release: Callable[[], None] | None) -> None:
-    if not session.legs:
-        return
-    session.queue.put_nowait((session.legs[0], PREPAID_LIMIT))
-    if on_release is not None:
-        on_release()
+def _release(session: CallSession) -> None:
+    if session.legs:
+        session.queue.put_nowait((session.legs[0], PREPAID_LIMIT))

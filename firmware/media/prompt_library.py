@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -142,10 +142,21 @@ def known_sounds(
     """
     language = prompt_language(config)
     uploads = uploads_folder(config.prompts, data_dir) if data_dir is not None else None
+    entries = library_entries(language, uploads, shipped)
+    return _known(language, (entry.sound_name for entry in entries), uploads)
+
+
+def loaded_sounds(report: LibraryReport, uploads: Path) -> KnownSounds:
+    """The names a loaded library holds (a file that failed to load is not among them):
+    what the running core can play, for the check at start, without listing again."""
+    return _known(report.language, (sound.sound_name for sound in report.sounds), uploads)
+
+
+def _known(language: str, sound_names: Iterable[str], uploads: Path | None) -> KnownSounds:
     prompts: set[str] = set()
     music: set[str] = set()
-    for entry in library_entries(language, uploads, shipped):
-        kind, _, name = entry.sound_name.partition(":")
+    for sound_name in sound_names:
+        kind, _, name = sound_name.partition(":")
         (music if kind == "music" else prompts).add(name)
     return KnownSounds(language, frozenset(prompts), frozenset(music), uploads)
 
